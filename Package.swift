@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+//
+// bpstream: a bounded, backpressured stream.
+//   BPStreamCore  pure Swift core (state machine, condition lock, metrics); Swift API
+//   CBPStream     the one public C header, bpstream.h (the ABI contract)
+//   BPStream      @_cdecl thunks: C in, core calls, status codes out -> libbpstream.so
+import PackageDescription
+import Foundation  // manifest only: the shipped library does not import Foundation
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+
+// Release builds of the core drop exclusivity checks on the hot path; the state
+// machine's invariants are upheld by the lock, and debug builds (swift test) keep them.
+let coreSwiftSettings: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "bpstream",
+    products: [
+        // Swift users: `import BPStreamCore`.
+        .library(name: "BPStreamCore", targets: ["BPStreamCore"]),
+        // Everyone else: libbpstream.so + bpstream.h.
+        .library(name: "bpstream", type: .dynamic, targets: ["BPStream"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        .target(
+            name: "BPStreamCore",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: coreSwiftSettings
+        ),
+        .target(name: "CBPStream"),
+        .target(
+            name: "BPStream",
+            dependencies: ["BPStreamCore", "CBPStream"],
+            exclude: ["exports.map"],
+            swiftSettings: coreSwiftSettings,
+            linkerSettings: [
+                // One self-contained .so: Swift runtime inside, found next to nothing
+                // but itself, exporting only bps_* symbols.
+                .unsafeFlags([
+                    "-static-stdlib",
+                    "-Xlinker", "--version-script=\(packageRoot)/Sources/BPStream/exports.map",
+                    "-Xlinker", "-rpath=$ORIGIN",
+                    "-Xlinker", "--gc-sections",
+                ]),
+            ]
+        ),
+        .testTarget(name: "BPStreamCoreTests", dependencies: ["BPStreamCore"]),
+        .testTarget(name: "BPStreamABITests", dependencies: ["BPStream", "CBPStream"]),
+    ]
+)
