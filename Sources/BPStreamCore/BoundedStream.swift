@@ -1,0 +1,583 @@
+import DequeModule
+
+/// A thread-safe, multi-producer multi-consumer bounded stream with an explicit overflow
+/// policy, close-and-drain, and exact metrics.
+///
+/// ```swift
+/// let stream = try BoundedStream<Int>(capacity: 1024, policy: .block)
+/// // producers:  try stream.put(42)
+/// // consumers:  for item in stream { ... }   // ends once closed and drained
+/// stream.close()
+/// ```
+///
+/// - Important: Thread-safe: every method may be called from any thread at once. The stream
+///   never runs caller code (`onDrop`, wait observers) while holding its lock; the one
+///   exception is `forEachBuffered`, documented there.
+///
+/// Locking: one pthread mutex guards `state`; three condition variables park producers
+/// (room), consumers (items) and joiners (no unfinished tasks). Every method follows the
+/// same shape: lock, run one state-machine transition, unlock, then act on the returned
+/// action (signal, release dropped items), so effects never run under the lock.
+public final class BoundedStream<Element>: @unchecked Sendable {
+    @usableFromInline let lock = PthreadLock()
+    /// Producers wait here for room.
+    @usableFromInline let notFull = PthreadCondition()
+    /// Consumers wait here for an item (or close).
+    @usableFromInline let notEmpty = PthreadCondition()
+    /// `join` waits here for unfinished tasks to reach zero (or close).
+    @usableFromInline let allTasksDone = PthreadCondition()
+    /// Guarded by `lock`.
+    @usableFromInline var state: StreamStateMachine<Element>
+    /// Receives every item the stream drops on its own, outside the lock, on the thread whose
+    /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
+    @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
+
+    /// The overflow policy, fixed at creation.
+    public let policy: OverflowPolicy
+
+    /// Creates a stream.
+    ///
+    /// - Parameters:
+    ///   - capacity: `1...StreamLimits.maximumCapacity`, or `nil` for an unbounded stream
+    ///     (then no put ever waits or drops).
+    ///   - policy: what a full stream does with the next put.
+    ///   - onDrop: called for each item evicted, cleared, discarded by an immediate close,
+    ///     or left at deinit; outside the lock.
+    /// - Throws: `StreamError.invalidArgument` for a capacity out of range.
+    public init(
+        capacity: Int?, policy: OverflowPolicy = .block,
+        onDrop: ((Element, DropReason) -> Void)? = nil
+    ) throws(StreamError) {
+        if let capacity, !(1...StreamLimits.maximumCapacity).contains(capacity) {
+            throw .invalidArgument(
+                "capacity must be between 1 and \(StreamLimits.maximumCapacity), got \(capacity)")
+        }
+        self.policy = policy
+        self.onDrop = onDrop
+        self.state = StreamStateMachine(capacity: capacity, policy: policy, now: MonotonicClock.now())
+    }
+
+    deinit {
+        // Exclusive access: no other reference exists, so no lock is needed.
+        guard let onDrop else { return }
+        while let item = state.buffer.popFirst() { onDrop(item, .leftAtDeinit) }
+    }
+
+    // MARK: - Non-throwing core API (what the C ABI calls)
+
+    /// Puts one item.
+    ///
+    /// - Parameter timeoutNanoseconds: `< 0` waits without limit, `0` never waits, `> 0`
+    ///   waits at most that long. Only `block` ever waits.
+    /// - Important: `.stored` moves the item into the stream; every other outcome leaves
+    ///   it with the caller. Evicted or cleared items go to `onDrop` before this returns.
+    @inlinable
+    public func put<Observer: WaitObserver>(
+        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> PutOutcome {
+        lock.lock()
+        let action = state.put(item)
+        if case .stored(let wakeConsumer) = action {  // the hot path
+            lock.unlock()
+            if wakeConsumer { notEmpty.signal() }
+            return .stored
+        }
+        if case .mustWait = action {
+            return putWaiting(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+        }
+        lock.unlock()
+        return perform(action)
+    }
+
+    /// The slow path of `put`: called with the lock held after `.mustWait`; returns unlocked.
+    @usableFromInline
+    func putWaiting<Observer: WaitObserver>(
+        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> PutOutcome {
+        guard timeoutNanoseconds != 0 else {
+            state.producerGaveUp()
+            lock.unlock()
+            return .full
+        }
+        let start = MonotonicClock.now()
+        state.producerWillWait()
+        var action: StreamStateMachine<Element>.PutAction = .mustWait
+        let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
+                          observer: &observer) {
+            action = state.put(item)
+            if case .mustWait = action { return false }
+            return true
+        }
+        state.producerDidWait(nanoseconds: MonotonicClock.now() - start)
+        if parked == .timedOut { state.producerGaveUp() }
+        lock.unlock()
+        let outcome: PutOutcome
+        switch parked {
+        case .done: outcome = perform(action, observer: &observer)
+        case .timedOut: outcome = .full; observer.didWait()
+        case .cancelled: outcome = .cancelled; observer.didWait()
+        }
+        return outcome
+    }
+
+    /// Carries out a put's action after unlocking; ends a wait episode (if any) before
+    /// releasing dropped items, so releases run where the caller's runtime lock is held.
+    @usableFromInline
+    func perform<Observer: WaitObserver>(
+        _ action: StreamStateMachine<Element>.PutAction, observer: inout Observer
+    ) -> PutOutcome {
+        if case .stored(let wakeConsumer) = action, wakeConsumer { notEmpty.signal() }
+        observer.didWait()
+        return perform(action)
+    }
+
+    /// Carries out a put's action after unlocking (no wait episode open).
+    @usableFromInline
+    func perform(_ action: StreamStateMachine<Element>.PutAction) -> PutOutcome {
+        switch action {
+        case .stored:
+            return .stored
+        case .storedEvicting(let evicted, let wakeJoiners):
+            if wakeJoiners { allTasksDone.broadcast() }
+            onDrop?(evicted, .evicted)
+            return .stored
+        case .storedClearing(let cleared, let wakeJoiners):
+            if wakeJoiners { allTasksDone.broadcast() }
+            if let onDrop { for item in cleared { onDrop(item, .cleared) } }
+            return .stored
+        case .shed:
+            return .shed
+        case .rejected, .mustWait:
+            return .full
+        case .closed:
+            return .closed
+        }
+    }
+
+    /// Puts `items` in order under one lock acquisition per wait episode.
+    ///
+    /// - Returns: how many items the stream took (the first `taken`), and how the call
+    ///   ended: `.stored` (all taken), `.shed` (the rest were shed: `dropNewest`), or
+    ///   `.full`/`.closed`/`.cancelled` (the rest were not put and stay with the caller).
+    ///   One timeout covers the whole call.
+    @inlinable
+    public func put<Items: Collection, Observer: WaitObserver>(
+        contentsOf items: Items, timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> (taken: Int, outcome: PutOutcome) where Items.Element == Element {
+        var taken = 0
+        var outcome = PutOutcome.stored
+        var wakeConsumers = false
+        var wakeJoiners = false
+        var dropped: [(Element, DropReason)] = []
+        var start: Int64 = 0  // set when the first wait begins: the timeout runs from there
+        var index = items.startIndex
+        lock.lock()
+        loop: while index != items.endIndex {
+            var action = state.put(items[index])
+            if case .mustWait = action {
+                if timeoutNanoseconds == 0 {
+                    state.producerGaveUp()
+                    outcome = .full
+                    break loop
+                }
+                // Wake consumers for what this call already stored before parking:
+                // otherwise they would sleep on items that are there.
+                if wakeConsumers { notEmpty.broadcast(); wakeConsumers = false }
+                let now = MonotonicClock.now()
+                if start == 0 { start = now }
+                let remaining = timeoutNanoseconds < 0
+                    ? -1 : Swift.max(timeoutNanoseconds - (now - start), 1)
+                state.producerWillWait()
+                let element = items[index]
+                let parked = park(on: notFull, start: now, timeoutNanoseconds: remaining,
+                                  observer: &observer) {
+                    action = state.put(element)
+                    if case .mustWait = action { return false }
+                    return true
+                }
+                state.producerDidWait(nanoseconds: MonotonicClock.now() - now)
+                if parked == .timedOut { state.producerGaveUp() }
+                lock.unlock()
+                observer.didWait()
+                lock.lock()
+                if parked == .timedOut { outcome = .full; break loop }
+                if parked == .cancelled { outcome = .cancelled; break loop }
+            }
+            switch action {
+            case .stored(let wake):
+                wakeConsumers = wakeConsumers || wake
+            case .storedEvicting(let evicted, let wake):
+                dropped.append((evicted, .evicted))
+                wakeJoiners = wakeJoiners || wake
+            case .storedClearing(let cleared, let wake):
+                for item in cleared { dropped.append((item, .cleared)) }
+                wakeJoiners = wakeJoiners || wake
+            case .shed:
+                // Under the lock nothing can make room, so every later item is shed too.
+                let rest = items.distance(from: index, to: items.endIndex) - 1
+                if rest > 0 { state.recordShedWithoutEvent(rest) }
+                outcome = .shed
+                break loop
+            case .rejected, .mustWait:
+                outcome = .full
+                break loop
+            case .closed:
+                outcome = .closed
+                break loop
+            }
+            taken += 1
+            items.formIndex(after: &index)
+        }
+        lock.unlock()
+        if wakeConsumers { notEmpty.broadcast() }
+        if wakeJoiners { allTasksDone.broadcast() }
+        if let onDrop { for (item, reason) in dropped { onDrop(item, reason) } }
+        return (taken, outcome)
+    }
+
+    /// Gets the oldest item, waiting as `timeoutNanoseconds` says (see `put`).
+    ///
+    /// - Important: `.success` moves the item to the caller; failures move nothing.
+    @inlinable
+    public func get<Observer: WaitObserver>(
+        timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> Result<Element, GetFailure> {
+        lock.lock()
+        let action = state.get()
+        if case .item(let item, let wakeProducer) = action {  // the hot path
+            lock.unlock()
+            if wakeProducer { notFull.signal() }
+            return .success(item)
+        }
+        if case .closed = action {
+            lock.unlock()
+            return .failure(.closed)
+        }
+        return getWaiting(timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+    }
+
+    /// The slow path of `get`: called with the lock held after `.mustWait`; returns unlocked.
+    @usableFromInline
+    func getWaiting<Observer: WaitObserver>(
+        timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> Result<Element, GetFailure> {
+        guard timeoutNanoseconds != 0 else {
+            lock.unlock()
+            return .failure(.empty)
+        }
+        let start = MonotonicClock.now()
+        state.consumerWillWait()
+        var action: StreamStateMachine<Element>.GetAction = .mustWait
+        let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
+                          observer: &observer) {
+            action = state.get()
+            if case .mustWait = action { return false }
+            return true
+        }
+        state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+        lock.unlock()
+        let result: Result<Element, GetFailure>
+        switch (parked, action) {
+        case (.done, .item(let item, let wakeProducer)):
+            if wakeProducer { notFull.signal() }
+            result = .success(item)
+        case (.done, _): result = .failure(.closed)
+        case (.timedOut, _): result = .failure(.empty)
+        case (.cancelled, _): result = .failure(.cancelled)
+        }
+        observer.didWait()
+        return result
+    }
+
+    /// Waits (as `timeoutNanoseconds` says) for at least one item, then takes up to
+    /// `buffer.count` items, oldest first, initialising `buffer[0..<n]`.
+    ///
+    /// - Returns: `n >= 1` on success; failures move nothing.
+    @inlinable
+    public func get<Observer: WaitObserver>(
+        into buffer: UnsafeMutableBufferPointer<Element>, timeoutNanoseconds: Int64,
+        observer: inout Observer
+    ) -> Result<Int, GetFailure> {
+        guard buffer.count > 0, let base = buffer.baseAddress else { return .success(0) }
+        var written = 0
+        lock.lock()
+        var action = state.take(upTo: buffer.count) { item in
+            (base + written).initialize(to: item)
+            written += 1
+        }
+        if case .mustWait = action {
+            guard timeoutNanoseconds != 0 else {
+                lock.unlock()
+                return .failure(.empty)
+            }
+            let start = MonotonicClock.now()
+            state.consumerWillWait()
+            let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
+                              observer: &observer) {
+                action = state.take(upTo: buffer.count) { item in
+                    (base + written).initialize(to: item)
+                    written += 1
+                }
+                if case .mustWait = action { return false }
+                return true
+            }
+            state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+            lock.unlock()
+            defer { observer.didWait() }
+            if parked == .timedOut { return .failure(.empty) }
+            if parked == .cancelled { return .failure(.cancelled) }
+        } else {
+            lock.unlock()
+        }
+        switch action {
+        case .took(let count, let wakeProducers):
+            if wakeProducers { count == 1 ? notFull.signal() : notFull.broadcast() }
+            return .success(count)
+        case .closed, .mustWait:
+            return .failure(.closed)
+        }
+    }
+
+    /// Closes the stream: puts fail with `closed`; gets drain what is buffered, then fail
+    /// with `closed`; every parked thread wakes. With `immediate`, the backlog is discarded
+    /// (passed to `onDrop` on this thread, outside the lock). Closing again is harmless.
+    public func close(immediate: Bool = false) {
+        lock.lock()
+        let action = state.close(immediate: immediate)
+        lock.unlock()
+        if action.wakeAll {
+            notFull.broadcast()
+            notEmpty.broadcast()
+            allTasksDone.broadcast()
+        }
+        if let onDrop { for item in action.discarded { onDrop(item, .discardedOnClose) } }
+    }
+
+    /// Marks `count` items processed (`queue.Queue.task_done`).
+    ///
+    /// - Returns: `false` (and changes nothing) if that exceeds the unfinished tasks.
+    public func taskDone(count: UInt64 = 1) -> Bool {
+        lock.lock()
+        let action = state.taskDone(count)
+        lock.unlock()
+        switch action {
+        case .tooMany: return false
+        case .done(let wakeJoiners):
+            if wakeJoiners { allTasksDone.broadcast() }
+            return true
+        }
+    }
+
+    /// Waits until every enqueued item was marked done, evicted, cleared or discarded.
+    public func join<Observer: WaitObserver>(
+        timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> JoinOutcome {
+        lock.lock()
+        if state.counters.unfinishedTasks == 0 {
+            lock.unlock()
+            return .finished
+        }
+        guard timeoutNanoseconds != 0 else {
+            lock.unlock()
+            return .timedOut
+        }
+        state.waitingJoiners += 1
+        let parked = park(on: allTasksDone, start: MonotonicClock.now(),
+                          timeoutNanoseconds: timeoutNanoseconds, observer: &observer) {
+            state.counters.unfinishedTasks == 0
+        }
+        state.waitingJoiners -= 1
+        lock.unlock()
+        observer.didWait()
+        switch parked {
+        case .done: return .finished
+        case .timedOut: return .timedOut
+        case .cancelled: return .cancelled
+        }
+    }
+
+    // MARK: - Parking
+
+    @usableFromInline
+    enum ParkResult { case done, timedOut, cancelled }
+
+    /// Waits on `condition` until `attempt()` succeeds, the timeout passes, or the observer
+    /// cancels.
+    ///
+    /// Called and returns with the lock held. Runs `observer.willWait()` (and
+    /// `shouldCancel()` polls) with the lock released; the CALLER runs `didWait()` after
+    /// unlocking, once it has signalled whoever its transition woke (so a native peer is not
+    /// kept waiting while this thread takes back a runtime lock).
+    @usableFromInline
+    func park<Observer: WaitObserver>(
+        on condition: PthreadCondition, start: Int64, timeoutNanoseconds: Int64,
+        observer: inout Observer, attempt: () -> Bool
+    ) -> ParkResult {
+        let deadline = timeoutNanoseconds < 0 || timeoutNanoseconds > Int64.max - start
+            ? Int64.max : start + timeoutNanoseconds
+        let interval = observer.pollIntervalNanoseconds
+        lock.unlock()
+        observer.willWait()
+        lock.lock()
+        var nextPoll = interval > 0 ? start + interval : Int64.max
+        while true {
+            if attempt() { return .done }
+            let now = MonotonicClock.now()
+            if now >= deadline { return .timedOut }
+            if now >= nextPoll {
+                lock.unlock()
+                let cancel = observer.shouldCancel()
+                lock.lock()
+                if cancel { return .cancelled }
+                nextPoll = now + interval
+                continue  // the state may have changed while unlocked
+            }
+            let wakeAt = Swift.min(deadline, nextPoll)
+            if wakeAt == Int64.max {
+                condition.wait(lock)
+            } else {
+                condition.wait(lock, until: wakeAt)
+            }
+        }
+    }
+
+    // MARK: - Inspection and configuration
+
+    /// Items buffered now.
+    public var count: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return state.buffer.count
+    }
+
+    /// Whether `close` was called.
+    public var isClosed: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return state.isClosed
+    }
+
+    /// The bound now; `nil` when unbounded.
+    public var capacity: Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        return state.capacity == Int.max ? nil : state.capacity
+    }
+
+    /// Changes the bound (`nil`: unbounded). Growing wakes parked producers; shrinking below
+    /// the depth keeps every buffered item (puts wait, or drop one, until it falls under).
+    public func setCapacity(_ capacity: Int?) throws(StreamError) {
+        if let capacity, !(1...StreamLimits.maximumCapacity).contains(capacity) {
+            throw .invalidArgument(
+                "capacity must be between 1 and \(StreamLimits.maximumCapacity), got \(capacity)")
+        }
+        lock.lock()
+        let wake = state.setCapacity(capacity ?? Int.max)
+        lock.unlock()
+        if wake { notFull.broadcast() }
+    }
+
+    /// One consistent snapshot of every metric.
+    public func stats() -> StreamStats {
+        let now = MonotonicClock.now()
+        lock.lock()
+        defer { lock.unlock() }
+        return state.snapshot(now: now)
+    }
+
+    /// Calls `body` on each buffered item, oldest first, until it returns `false`.
+    ///
+    /// - Important: the one place caller code runs WITH the stream's lock held: `body` must
+    ///   not call into this stream, block, or take a lock another holder of this lock waits
+    ///   for. Meant for a garbage collector's traversal.
+    public func forEachBuffered(_ body: (Element) -> Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        for item in state.buffer where !body(item) { break }
+    }
+}
+
+// MARK: - Throwing Swift API
+
+extension BoundedStream {
+    /// Puts one item; `timeout` `nil` waits without limit (`block` only ever waits).
+    ///
+    /// - Returns: `true` if stored, `false` if shed (`dropNewest`).
+    /// - Throws: `.full` (`reject`, or the timeout passed), `.closed`.
+    @discardableResult
+    @inlinable
+    public func put(_ item: Element, timeout: Duration? = nil) throws(StreamError) -> Bool {
+        var observer = NoWaitObserver()
+        switch put(item, timeoutNanoseconds: timeout.map(\.clampedNanoseconds) ?? -1,
+                   observer: &observer) {
+        case .stored: return true
+        case .shed: return false
+        case .full: throw .full
+        case .closed: throw .closed
+        case .cancelled: throw .cancelled
+        }
+    }
+
+    /// Gets the oldest item; `timeout` `nil` waits without limit.
+    ///
+    /// - Throws: `.empty` when the timeout passes, `.closed` once closed and drained.
+    @inlinable
+    public func get(timeout: Duration? = nil) throws(StreamError) -> Element {
+        var observer = NoWaitObserver()
+        switch get(timeoutNanoseconds: timeout.map(\.clampedNanoseconds) ?? -1, observer: &observer) {
+        case .success(let item): return item
+        case .failure(.empty): throw .empty
+        case .failure(.closed): throw .closed
+        case .failure(.cancelled): throw .cancelled
+        }
+    }
+
+    /// Waits for at least one item, then takes up to `maxCount`, oldest first.
+    public func get(maxCount: Int, timeout: Duration? = nil) throws(StreamError) -> [Element] {
+        guard maxCount >= 1 else { throw .invalidArgument("maxCount must be at least 1") }
+        let limit = Swift.min(maxCount, Swift.max(count, 256))
+        var observer = NoWaitObserver()
+        var failure: GetFailure? = nil
+        let array = [Element](unsafeUninitializedCapacity: limit) { buffer, initialized in
+            switch get(into: buffer, timeoutNanoseconds: timeout.map(\.clampedNanoseconds) ?? -1,
+                       observer: &observer) {
+            case .success(let n): initialized = n
+            case .failure(let reason): initialized = 0; failure = reason
+            }
+        }
+        switch failure {
+        case nil: return array
+        case .empty: throw .empty
+        case .closed: throw .closed
+        case .cancelled: throw .cancelled
+        }
+    }
+
+    /// Marks one item processed. - Throws: `.tooManyTaskDone`.
+    public func taskDone() throws(StreamError) {
+        if !taskDone(count: 1) { throw .tooManyTaskDone }
+    }
+
+    /// Waits until every enqueued item is done. - Throws: `.timedOut`.
+    public func join(timeout: Duration? = nil) throws(StreamError) {
+        var observer = NoWaitObserver()
+        if join(timeoutNanoseconds: timeout.map(\.clampedNanoseconds) ?? -1, observer: &observer)
+            != .finished { throw .timedOut }
+    }
+}
+
+extension BoundedStream: Sequence {
+    /// Blocking iteration: `next()` waits for an item and returns `nil` once the stream is
+    /// closed and drained.
+    public struct Iterator: IteratorProtocol {
+        @usableFromInline let stream: BoundedStream
+
+        @inlinable
+        public mutating func next() -> Element? {
+            var observer = NoWaitObserver()
+            return try? stream.get(timeoutNanoseconds: -1, observer: &observer).get()
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(stream: self) }
+}

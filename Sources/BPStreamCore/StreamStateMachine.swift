@@ -1,0 +1,264 @@
+import DequeModule
+
+/// The stream's state and every transition, with no lock and no threads.
+///
+/// `BoundedStream` owns one of these behind its lock and turns each transition's returned
+/// action into effects (signals, releasing dropped items) AFTER unlocking. Keeping the
+/// machine pure lets the tests drive every transition without threads.
+///
+/// Invariants (hold between any two transitions):
+/// - `counters.produced == counters.consumed + counters.dropped + buffer.count`
+/// - `buffer.count <= capacity`, except after `setCapacity` shrank below the depth: then
+///   nothing is added until the depth falls under the new capacity (drop policies evict or
+///   shed one item per put instead), so the excess only ever shrinks.
+/// - Once `isClosed`, it stays closed and `put` stores nothing.
+/// - `waiting*` count threads parked on the matching condition, so a transition only asks
+///   for a wake-up when someone can hear it.
+@usableFromInline
+struct StreamStateMachine<Element> {
+    /// Buffered items, oldest first.
+    @usableFromInline var buffer: Deque<Element>
+    /// The bound; `Int.max` means unbounded.
+    @usableFromInline var capacity: Int
+    @usableFromInline let policy: OverflowPolicy
+    /// Closed streams accept no puts; gets drain what is left, then report `closed`.
+    @usableFromInline var isClosed = false
+    /// Every counter of the snapshot except depth, capacity and rates (derived on demand).
+    @usableFromInline var counters = StreamStats()
+    /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
+    @usableFromInline var waitingProducers = 0
+    @usableFromInline var waitingConsumers = 0
+    @usableFromInline var waitingJoiners = 0
+    @usableFromInline var rate: RateWindow
+
+    /// - Parameter capacity: `1...StreamLimits.maximumCapacity`, or `nil` for unbounded.
+    @usableFromInline
+    init(capacity: Int?, policy: OverflowPolicy, now: Int64) {
+        self.capacity = capacity ?? Int.max
+        self.policy = policy
+        // Grow on demand: a large bound costs nothing until it is used.
+        self.buffer = Deque(minimumCapacity: Swift.min(capacity ?? 16, 1024))
+        self.rate = RateWindow(now: now)
+    }
+
+    // MARK: put
+
+    /// What the lock holder does after a put, once unlocked.
+    @usableFromInline
+    enum PutAction {
+        /// Stored; signal one waiting consumer if `wakeConsumer`.
+        case stored(wakeConsumer: Bool)
+        /// Stored after evicting the oldest item (`dropOldest`): release that one.
+        case storedEvicting(Element, wakeJoiners: Bool)
+        /// Stored after clearing the backlog (`dropAll`): release every cleared item.
+        case storedClearing(Deque<Element>, wakeJoiners: Bool)
+        /// Counted as produced and shed (`dropNewest`); the caller keeps the item.
+        case shed
+        /// Full under `block`: wait for room, then call `put` again, or give up.
+        case mustWait
+        /// Full under `reject`: counted as rejected; the caller keeps the item.
+        case rejected
+        /// The stream is closed; nothing counted; the caller keeps the item.
+        case closed
+    }
+
+    @inlinable
+    mutating func put(_ item: Element) -> PutAction {
+        if isClosed { return .closed }
+        if buffer.count < capacity {
+            store(item)
+            return .stored(wakeConsumer: waitingConsumers > 0)
+        }
+        switch policy {
+        case .block:
+            return .mustWait
+        case .reject:
+            counters.rejected &+= 1
+            return .rejected
+        case .dropNewest:
+            recordShed(1)
+            return .shed
+        case .dropOldest:
+            let evicted = buffer.removeFirst()
+            counters.droppedEvicted &+= 1
+            counters.backpressureEvents &+= 1
+            let wakeJoiners = finishTasks(1)
+            store(item)
+            return .storedEvicting(evicted, wakeJoiners: wakeJoiners)
+        case .dropAll:
+            var cleared = Deque<Element>(minimumCapacity: Swift.min(buffer.count, 1024))
+            swap(&cleared, &buffer)
+            counters.droppedCleared &+= UInt64(cleared.count)
+            counters.backpressureEvents &+= 1
+            let wakeJoiners = finishTasks(UInt64(cleared.count))
+            store(item)
+            return .storedClearing(cleared, wakeJoiners: wakeJoiners)
+        }
+    }
+
+    /// Counts `count` items as produced and shed (one backpressure event: one put call).
+    @inlinable
+    mutating func recordShed(_ count: Int) {
+        counters.produced &+= UInt64(count)
+        counters.droppedShed &+= UInt64(count)
+        counters.backpressureEvents &+= 1
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+    }
+
+    /// Counts `count` more items of the same put call as produced and shed.
+    @inlinable
+    mutating func recordShedWithoutEvent(_ count: Int) {
+        counters.produced &+= UInt64(count)
+        counters.droppedShed &+= UInt64(count)
+    }
+
+    @inlinable
+    mutating func store(_ item: Element) {
+        buffer.append(item)
+        counters.produced &+= 1
+        counters.unfinishedTasks &+= 1
+        let depth = UInt64(buffer.count)
+        if depth > counters.peakDepth { counters.peakDepth = depth }
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+    }
+
+    /// A put that got `.mustWait` is about to park.
+    @inlinable
+    mutating func producerWillWait() {
+        waitingProducers += 1
+        counters.producerWaits &+= 1
+        counters.backpressureEvents &+= 1
+    }
+
+    /// A parked put woke for good (stored, closed, timed out or cancelled).
+    @inlinable
+    mutating func producerDidWait(nanoseconds: Int64) {
+        waitingProducers -= 1
+        counters.producerWaitNanoseconds &+= UInt64(Swift.max(nanoseconds, 0))
+    }
+
+    /// A put that got `.mustWait` gives up (timeout, or it was not allowed to wait).
+    @inlinable
+    mutating func producerGaveUp() {
+        counters.rejected &+= 1
+    }
+
+    // MARK: get
+
+    @usableFromInline
+    enum GetAction {
+        /// Took the oldest item; signal one waiting producer if `wakeProducer`.
+        case item(Element, wakeProducer: Bool)
+        /// Empty and open: wait for an item, then call `get` again, or give up.
+        case mustWait
+        /// Closed and drained.
+        case closed
+    }
+
+    @inlinable
+    mutating func get() -> GetAction {
+        guard let item = buffer.popFirst() else {
+            return isClosed ? .closed : .mustWait
+        }
+        counters.consumed &+= 1
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        return .item(item, wakeProducer: waitingProducers > 0 && buffer.count < capacity)
+    }
+
+    @usableFromInline
+    enum TakeAction {
+        /// Took `count >= 1` items; wake waiting producers if `wakeProducers`.
+        case took(count: Int, wakeProducers: Bool)
+        case mustWait
+        case closed
+    }
+
+    /// Takes up to `maxCount` items, oldest first, handing each to `sink` (which must only
+    /// store it: it runs under the stream's lock).
+    @inlinable
+    mutating func take(upTo maxCount: Int, _ sink: (Element) -> Void) -> TakeAction {
+        let count = Swift.min(maxCount, buffer.count)
+        if count == 0 { return isClosed ? .closed : .mustWait }
+        for _ in 0..<count { sink(buffer.removeFirst()) }
+        counters.consumed &+= UInt64(count)
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        return .took(count: count, wakeProducers: waitingProducers > 0 && buffer.count < capacity)
+    }
+
+    @inlinable
+    mutating func consumerWillWait() {
+        waitingConsumers += 1
+        counters.consumerWaits &+= 1
+    }
+
+    @inlinable
+    mutating func consumerDidWait(nanoseconds: Int64) {
+        waitingConsumers -= 1
+        counters.consumerWaitNanoseconds &+= UInt64(Swift.max(nanoseconds, 0))
+    }
+
+    // MARK: close
+
+    @usableFromInline
+    struct CloseAction {
+        /// Items to release (immediate close only), oldest first.
+        @usableFromInline var discarded: Deque<Element>
+        /// Whether any thread is parked and must be woken (all of them are).
+        @usableFromInline var wakeAll: Bool
+    }
+
+    @usableFromInline
+    mutating func close(immediate: Bool) -> CloseAction {
+        isClosed = true
+        var discarded = Deque<Element>()
+        if immediate && !buffer.isEmpty {
+            swap(&discarded, &buffer)
+            counters.droppedOnClose &+= UInt64(discarded.count)
+            _ = finishTasks(UInt64(discarded.count))
+        }
+        let wakeAll = waitingProducers > 0 || waitingConsumers > 0 || waitingJoiners > 0
+        return CloseAction(discarded: discarded, wakeAll: wakeAll)
+    }
+
+    // MARK: tasks (queue.Queue's task_done / join)
+
+    /// Marks `count` unfinished tasks finished; returns whether joiners must be woken.
+    @inlinable
+    mutating func finishTasks(_ count: UInt64) -> Bool {
+        counters.unfinishedTasks -= Swift.min(count, counters.unfinishedTasks)
+        return counters.unfinishedTasks == 0 && waitingJoiners > 0 && count > 0
+    }
+
+    @usableFromInline
+    enum TaskDoneAction {
+        case done(wakeJoiners: Bool)
+        case tooMany
+    }
+
+    @usableFromInline
+    mutating func taskDone(_ count: UInt64) -> TaskDoneAction {
+        guard count <= counters.unfinishedTasks else { return .tooMany }
+        return .done(wakeJoiners: finishTasks(count))
+    }
+
+    // MARK: capacity and snapshot
+
+    /// Sets the bound (`Int.max`: unbounded); returns whether parked producers must wake.
+    @usableFromInline
+    mutating func setCapacity(_ newCapacity: Int) -> Bool {
+        capacity = newCapacity
+        return waitingProducers > 0 && buffer.count < capacity
+    }
+
+    @usableFromInline
+    mutating func snapshot(now: Int64) -> StreamStats {
+        var stats = counters
+        stats.depth = UInt64(buffer.count)
+        stats.capacity = capacity == Int.max ? nil : capacity
+        stats.isClosed = isClosed
+        (stats.producedPerSecond, stats.consumedPerSecond, stats.windowSeconds) =
+            rate.rates(now: now, produced: counters.produced, consumed: counters.consumed)
+        rate.record(now: now, produced: counters.produced, consumed: counters.consumed)
+        return stats
+    }
+}
