@@ -8,6 +8,11 @@
 // retain/release traffic on the hot path; the caller's reference keeps it alive).
 import BPStreamCore
 import CBPStream
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Items cross the ABI as non-NULL opaque pointers.
 typealias ItemStream = BoundedStream<UnsafeMutableRawPointer>
@@ -58,6 +63,7 @@ private func status(_ failure: GetFailure) -> bps_status {
     case .empty: return BPS_EMPTY
     case .closed: return BPS_CLOSED
     case .cancelled: return BPS_CANCELLED
+    case .failed: return BPS_FAILED
     }
 }
 
@@ -88,6 +94,8 @@ public func abiStatusString(_ status: bps_status) -> UnsafePointer<CChar> {
     case BPS_INVALID_ARGUMENT: text = "invalid argument"
     case BPS_INVALID_STATE: text = "invalid state: task_done called too many times"
     case BPS_NO_MEMORY: text = "out of memory"
+    case BPS_FAILED: text = "failed: the producer closed the stream with an error"
+    case BPS_OS_ERROR: text = "an operating system call failed"
     default: text = "unknown status"
     }
     return UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
@@ -329,4 +337,104 @@ public func abiStreamVisit(
         outResult?.pointee = result
         return BPS_OK
     }
+}
+
+@_cdecl("bps_stream_close_with_error")
+public func abiStreamCloseWithError(
+    _ stream: OpaquePointer?, _ code: Int32, _ message: UnsafePointer<CChar>?
+) -> bps_status {
+    withStream(stream) { stream in
+        let text = message.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self) } ?? ""
+        stream.close(failure: ProducerFailure(code: code, message: text))
+        return BPS_OK
+    }
+}
+
+@_cdecl("bps_stream_failure")
+public func abiStreamFailure(
+    _ stream: OpaquePointer?, _ outCode: UnsafeMutablePointer<Int32>?,
+    _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int, _ outLength: UnsafeMutablePointer<Int>?
+) -> bps_status {
+    withStream(stream) { stream in
+        guard let outCode, capacity >= 0 else { return BPS_INVALID_ARGUMENT }
+        guard let failure = stream.failure else { return BPS_INVALID_STATE }
+        outCode.pointee = failure.code
+        var message = failure.message
+        message.withUTF8 { utf8 in
+            if let buffer, capacity > 0 {
+                let n = Swift.min(utf8.count, capacity - 1)
+                UnsafeMutableRawPointer(buffer).copyMemory(from: utf8.baseAddress!, byteCount: n)
+                buffer[n] = 0
+            }
+            outLength?.pointee = utf8.count
+        }
+        return BPS_OK
+    }
+}
+
+// MARK: - Frames
+
+@_cdecl("bps_frame_new")
+public func abiFrameNew(
+    _ data: UnsafeRawPointer?, _ length: Int, _ outItem: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> bps_status {
+    guard let outItem, length >= 0, length == 0 || data != nil else { return BPS_INVALID_ARGUMENT }
+    guard let item = Frame.make(copying: data, length: length) else { return BPS_NO_MEMORY }
+    outItem.pointee = item
+    return BPS_OK
+}
+
+@_cdecl("bps_frame_free")
+public func abiFrameFree(_ item: UnsafeMutableRawPointer?) {
+    Frame.free(item)
+}
+
+@_cdecl("bps_stream_put_frame")
+public func abiStreamPutFrame(
+    _ stream: OpaquePointer?, _ data: UnsafeRawPointer?, _ length: Int, _ timeoutNanoseconds: Int64,
+    _ waiter: UnsafePointer<bps_waiter>?
+) -> bps_status {
+    withStream(stream) { stream in
+        guard length >= 0, length == 0 || data != nil, var observer = CWaitObserver(waiter)
+        else { return BPS_INVALID_ARGUMENT }
+        guard let item = Frame.make(copying: data, length: length) else { return BPS_NO_MEMORY }
+        let outcome = stream.put(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+        if outcome != .stored { Frame.free(item) }
+        return status(outcome)
+    }
+}
+
+// MARK: - Readers
+
+@_cdecl("bps_reader_start")
+public func abiReaderStart(
+    _ stream: OpaquePointer?, _ fd: Int32, _ framing: bps_framing, _ chunkSize: Int,
+    _ outReader: UnsafeMutablePointer<OpaquePointer?>?
+) -> bps_status {
+    guard let stream, let outReader, fd >= 0, chunkSize >= 1, chunkSize <= StreamLimits.maximumCapacity,
+          framing == BPS_FRAMING_LINES || framing == BPS_FRAMING_CHUNKS
+    else {
+        if fd >= 0 { close(fd) }
+        return BPS_INVALID_ARGUMENT
+    }
+    let itemStream = Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream)).takeUnretainedValue()
+    switch NativeReader.start(
+        stream: itemStream, fd: fd, splitLines: framing == BPS_FRAMING_LINES, readSize: chunkSize)
+    {
+    case .success(let reader):
+        outReader.pointee = OpaquePointer(Unmanaged.passRetained(reader).toOpaque())
+        return BPS_OK
+    case .failure(let error):
+        errno = error.code
+        return BPS_OS_ERROR
+    }
+}
+
+@_cdecl("bps_reader_stop")
+public func abiReaderStop(_ reader: OpaquePointer?) -> bps_status {
+    guard let reader else { return BPS_INVALID_ARGUMENT }
+    let unmanaged = Unmanaged<NativeReader>.fromOpaque(UnsafeRawPointer(reader))
+    unmanaged.takeUnretainedValue().stopAndJoin()
+    unmanaged.release()
+    return BPS_OK
 }

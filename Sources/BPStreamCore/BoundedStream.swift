@@ -249,9 +249,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             if wakeProducer { notFull.signal() }
             return .success(item)
         }
-        if case .closed = action {
+        if case .closed(let failure) = action {
             lock.unlock()
-            return .failure(.closed)
+            return .failure(failure.map(GetFailure.failed) ?? .closed)
         }
         return getWaiting(timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
     }
@@ -281,7 +281,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         case (.done, .item(let item, let wakeProducer)):
             if wakeProducer { notFull.signal() }
             result = .success(item)
-        case (.done, _): result = .failure(.closed)
+        case (.done, .closed(let failure)):
+            result = .failure(failure.map(GetFailure.failed) ?? .closed)
+        case (.done, .mustWait):
+            result = .failure(.closed)  // unreachable: park returns .done only otherwise
         case (.timedOut, _): result = .failure(.empty)
         case (.cancelled, _): result = .failure(.cancelled)
         }
@@ -333,7 +336,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         case .took(let count, let wakeProducers):
             if wakeProducers { count == 1 ? notFull.signal() : notFull.broadcast() }
             return .success(count)
-        case .closed, .mustWait:
+        case .closed(let failure):
+            return .failure(failure.map(GetFailure.failed) ?? .closed)
+        case .mustWait:
             return .failure(.closed)
         }
     }
@@ -341,9 +346,12 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Closes the stream: puts fail with `closed`; gets drain what is buffered, then fail
     /// with `closed`; every parked thread wakes. With `immediate`, the backlog is discarded
     /// (passed to `onDrop` on this thread, outside the lock). Closing again is harmless.
-    public func close(immediate: Bool = false) {
+    ///
+    /// - Parameter failure: a producer's error: consumers get it, after every item put
+    ///   before it, instead of a plain `closed`. Ignored if the stream was already closed.
+    public func close(immediate: Bool = false, failure: ProducerFailure? = nil) {
         lock.lock()
-        let action = state.close(immediate: immediate)
+        let action = state.close(immediate: immediate, failure: failure)
         lock.unlock()
         if action.wakeAll {
             notFull.broadcast()
@@ -457,6 +465,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         return state.isClosed
     }
 
+    /// The error a producer closed the stream with, if it did.
+    public var failure: ProducerFailure? {
+        lock.lock()
+        defer { lock.unlock() }
+        return state.failure
+    }
+
     /// The bound now; `nil` when unbounded.
     public var capacity: Int? {
         lock.lock()
@@ -529,6 +544,7 @@ extension BoundedStream {
         case .failure(.empty): throw .empty
         case .failure(.closed): throw .closed
         case .failure(.cancelled): throw .cancelled
+        case .failure(.failed(let failure)): throw .failed(failure)
         }
     }
 
@@ -550,6 +566,7 @@ extension BoundedStream {
         case .empty: throw .empty
         case .closed: throw .closed
         case .cancelled: throw .cancelled
+        case .failed(let failure): throw .failed(failure)
         }
     }
 

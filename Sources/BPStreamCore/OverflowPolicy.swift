@@ -40,6 +40,22 @@ public enum StreamError: Error, Equatable, Sendable {
     case invalidArgument(String)
     /// `taskDone()` was called more times than items were put.
     case tooManyTaskDone
+    /// The producer closed the stream with this error and every item before it was taken.
+    case failed(ProducerFailure)
+}
+
+/// An error a producer ended the stream with: consumers get every item put before it,
+/// then this error (from every get after the drain).
+public struct ProducerFailure: Error, Equatable, Sendable {
+    /// An `errno` value, or 0 for an error that is not an OS error.
+    public var code: Int32
+    /// What went wrong, for people.
+    public var message: String
+
+    public init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
 }
 
 /// The capacity bounds the C ABI and the Swift API share.

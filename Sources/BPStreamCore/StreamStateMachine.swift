@@ -23,6 +23,9 @@ struct StreamStateMachine<Element> {
     @usableFromInline let policy: OverflowPolicy
     /// Closed streams accept no puts; gets drain what is left, then report `closed`.
     @usableFromInline var isClosed = false
+    /// Set when the close that closed the stream carried a producer's error; gets report it
+    /// (instead of a plain `closed`) once drained.
+    @usableFromInline var failure: ProducerFailure? = nil
     /// Every counter of the snapshot except depth, capacity and rates (derived on demand).
     @usableFromInline var counters = StreamStats()
     /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
@@ -151,14 +154,14 @@ struct StreamStateMachine<Element> {
         case item(Element, wakeProducer: Bool)
         /// Empty and open: wait for an item, then call `get` again, or give up.
         case mustWait
-        /// Closed and drained.
-        case closed
+        /// Closed and drained; with the producer's error if it closed with one.
+        case closed(ProducerFailure?)
     }
 
     @inlinable
     mutating func get() -> GetAction {
         guard let item = buffer.popFirst() else {
-            return isClosed ? .closed : .mustWait
+            return isClosed ? .closed(failure) : .mustWait
         }
         counters.consumed &+= 1
         rate.tick(produced: counters.produced, consumed: counters.consumed)
@@ -170,7 +173,7 @@ struct StreamStateMachine<Element> {
         /// Took `count >= 1` items; wake waiting producers if `wakeProducers`.
         case took(count: Int, wakeProducers: Bool)
         case mustWait
-        case closed
+        case closed(ProducerFailure?)
     }
 
     /// Takes up to `maxCount` items, oldest first, handing each to `sink` (which must only
@@ -178,7 +181,7 @@ struct StreamStateMachine<Element> {
     @inlinable
     mutating func take(upTo maxCount: Int, _ sink: (Element) -> Void) -> TakeAction {
         let count = Swift.min(maxCount, buffer.count)
-        if count == 0 { return isClosed ? .closed : .mustWait }
+        if count == 0 { return isClosed ? .closed(failure) : .mustWait }
         for _ in 0..<count { sink(buffer.removeFirst()) }
         counters.consumed &+= UInt64(count)
         rate.tick(produced: counters.produced, consumed: counters.consumed)
@@ -207,8 +210,10 @@ struct StreamStateMachine<Element> {
         @usableFromInline var wakeAll: Bool
     }
 
+    /// Closes; `failure` is kept only by the close that actually closes the stream.
     @usableFromInline
-    mutating func close(immediate: Bool) -> CloseAction {
+    mutating func close(immediate: Bool, failure: ProducerFailure? = nil) -> CloseAction {
+        if !isClosed { self.failure = failure }
         isClosed = true
         var discarded = Deque<Element>()
         if immediate && !buffer.isEmpty {

@@ -47,6 +47,8 @@ public enum GetFailure: Error, Sendable, Equatable {
     case closed
     /// The observer cancelled the wait.
     case cancelled
+    /// Closed with a producer's error and drained.
+    case failed(ProducerFailure)
 }
 
 /// How `join` ended.

@@ -82,7 +82,9 @@ typedef enum bps_status {
     BPS_TIMED_OUT = 6,        /* join: tasks remained unfinished when the timeout passed */
     BPS_INVALID_ARGUMENT = 7, /* NULL handle or out-parameter, NULL item, bad number or enum */
     BPS_INVALID_STATE = 8,    /* task_done called more times than items were put */
-    BPS_NO_MEMORY = 9         /* allocation failed */
+    BPS_NO_MEMORY = 9,        /* allocation failed */
+    BPS_FAILED = 10,          /* get: closed WITH a producer's error and drained (bps_stream_failure) */
+    BPS_OS_ERROR = 11         /* an OS call failed; errno tells which */
 } bps_status;
 
 /* What a full stream does with the next put. Chosen at creation, never implicit. */
@@ -149,6 +151,44 @@ typedef struct bps_stats {
     uint8_t closed;                /* 1 once closed */
 } bps_stats;
 
+/* ---------------------------------------------------------------------------
+ * Byte frames: the item native producers put.
+ * A frame item is a pointer to a bps_frame with its lowest bit set, so a stream can
+ * carry frames and a binding's own items (whose pointers are at least 2-aligned) at
+ * once; the consumer tells them apart with bps_item_is_frame(). The stream owns a frame
+ * like any item; whoever ends up owning it frees it with bps_frame_free(). A release
+ * callback of a stream that may hold frames must free them (bps_item_is_frame first).
+ * --------------------------------------------------------------------------- */
+typedef struct bps_frame {
+    size_t length;          /* bytes in data */
+    unsigned char data[];   /* the payload */
+} bps_frame;
+
+#define BPS_ITEM_FRAME_TAG ((uintptr_t)1)
+
+/* 1 if item is a frame item (made by bps_frame_new / bps_stream_put_frame / a reader). */
+static inline int bps_item_is_frame(const void *item) {
+    return ((uintptr_t)item & BPS_ITEM_FRAME_TAG) != 0;
+}
+
+/* The frame behind a frame item (borrowed: valid until bps_frame_free). */
+static inline const bps_frame *bps_item_frame(const void *item) {
+    return (const bps_frame *)((uintptr_t)item & ~BPS_ITEM_FRAME_TAG);
+}
+
+/* Copies data[0..length) into a new frame item, which *out_item gets; the caller owns it
+ * (put it, or free it with bps_frame_free). data stays the caller's. */
+bps_status bps_frame_new(const void *data, size_t length, void **out_item);
+
+/* Frees a frame item (NULL or a non-frame item: nothing happens). Cannot fail. */
+void bps_frame_free(void *item);
+
+/* Puts a copy of data[0..length) as a frame item, like bps_stream_put. data is always the
+ * caller's; the copy is the stream's on BPS_OK and is freed here on any other status.
+ * Never needs a language runtime's lock: meant for native producer threads. */
+bps_status bps_stream_put_frame(bps_stream *stream, const void *data, size_t length,
+                                int64_t timeout_ns, const bps_waiter *waiter);
+
 /* Close flags. */
 #define BPS_CLOSE_IMMEDIATE 1u  /* also discard (release) the backlog; wake every waiter */
 
@@ -194,6 +234,18 @@ bps_status bps_stream_get_many(bps_stream *stream, void **out_items, size_t max_
  * Closing twice is fine (the second call can still discard with IMMEDIATE). */
 bps_status bps_stream_close(bps_stream *stream, uint32_t flags);
 
+/* Closes like bps_stream_close (not immediate), recording a producer's error: consumers
+ * get every item put before it, then BPS_FAILED from every get. code: an errno value, or
+ * 0 for an error that is not an OS error; message: UTF-8, copied (NULL: ""). Ignored (still
+ * BPS_OK) when the stream is already closed. Items: unchanged. */
+bps_status bps_stream_close_with_error(bps_stream *stream, int32_t code, const char *message);
+
+/* The error the stream was closed with: *out_code gets its code, buffer (if non-NULL) the
+ * message, NUL-terminated and cut to fit capacity bytes, *out_length (if non-NULL) the
+ * message's full length. BPS_INVALID_STATE when the stream was not closed with an error. */
+bps_status bps_stream_failure(bps_stream *stream, int32_t *out_code, char *buffer,
+                              size_t capacity, size_t *out_length);
+
 /* Marks `count` items as processed (queue.Queue.task_done). BPS_INVALID_STATE if that
  * would make unfinished tasks negative (nothing changes then). Items: unchanged. */
 bps_status bps_stream_task_done(bps_stream *stream, uint64_t count);
@@ -229,6 +281,33 @@ bps_status bps_stream_is_closed(bps_stream *stream, int *out_closed);
  * Meant for a garbage collector's traversal. Items: borrowed for the call only. */
 bps_status bps_stream_visit(bps_stream *stream, int (*visit)(void *item, void *context),
                             void *context, int *out_result);
+
+/* ---------------------------------------------------------------------------
+ * Readers: native producer threads shipped with bpstream. A reader owns one thread that
+ * reads a file descriptor and puts frames (one per line, or one per read of at most
+ * chunk_size bytes) into a stream, waiting as the stream's policy says, so a slow consumer
+ * holds the reader back (and, through a pipe, the writing process too). At end of input
+ * it closes the stream; on a read error it closes it with the error (bps_stream_failure:
+ * the errno). It never needs a language runtime's lock.
+ * --------------------------------------------------------------------------- */
+typedef struct bps_reader bps_reader;
+
+typedef enum bps_framing {
+    BPS_FRAMING_LINES = 0,   /* one frame per line, '\n' included (the last may lack it) */
+    BPS_FRAMING_CHUNKS = 1   /* one frame per read: 1 ... chunk_size bytes, in order */
+} bps_framing;
+
+/* Starts a reader thread. Takes ownership of fd (closed when the thread ends, on every
+ * status). The reader holds its own reference to the stream. *out_reader is the caller's:
+ * end it with bps_reader_stop. chunk_size: 1 ... 2^30 (the read size for both framings). */
+bps_status bps_reader_start(bps_stream *stream, int fd, bps_framing framing,
+                            size_t chunk_size, bps_reader **out_reader);
+
+/* Stops and joins the reader: closes the stream (not immediate: what was read stays
+ * readable), wakes the thread wherever it waits (a put, or a read on a silent pipe), joins
+ * it, and frees the reader. Returns after the thread has ended and closed its fd. Call it
+ * without holding a lock the stream's release callback takes (a runtime's global lock). */
+bps_status bps_reader_stop(bps_reader *reader);
 
 #ifdef __cplusplus
 }
