@@ -1,0 +1,33 @@
+# bpstream: `make demo` runs the demonstration, `make test` runs every test.
+# Both set up what they need: a virtual environment in .venv (packages from PyPI) with
+# bpstream built (Swift core + C extension) and installed into it.
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test swift-test python-test bench install clean
+
+demo: install
+	$(VPY) -m bpstream.demo
+
+test: swift-test python-test
+
+swift-test:
+	swift test
+
+python-test: install
+	$(VPY) -m pytest python/tests -q
+
+bench: install
+	$(VPY) python/benchmarks/bench.py
+
+install: $(VENV)/bin/activate
+	$(VPY) -m pip install --quiet --disable-pip-version-check .
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check pytest
+
+clean:
+	rm -rf .build build $(VENV) python/bpstream/*.so python/bpstream.egg-info
