@@ -1,0 +1,692 @@
+// StreamStateMachine driven directly: no lock, no threads. Each test runs transitions and
+// checks the returned action, the buffer (which items survive, in which order) and the
+// counters; `step` re-checks the invariants after every transition.
+import XCTest
+@testable import BPStreamCore
+
+private typealias Machine = StreamStateMachine<Int>
+
+// MARK: - Actions as comparable text
+
+private func describe(_ action: Machine.PutAction) -> String {
+    switch action {
+    case .stored(let wake): return "stored(wakeConsumer: \(wake))"
+    case .storedEvicting(let item, let wake): return "storedEvicting(\(item), wakeJoiners: \(wake))"
+    case .storedClearing(let items, let wake):
+        return "storedClearing(\(Array(items)), wakeJoiners: \(wake))"
+    case .shed: return "shed"
+    case .mustWait: return "mustWait"
+    case .rejected: return "rejected"
+    case .closed: return "closed"
+    }
+}
+
+private func describe(_ action: Machine.GetAction) -> String {
+    switch action {
+    case .item(let item, let wake): return "item(\(item), wakeProducer: \(wake))"
+    case .mustWait: return "mustWait"
+    case .closed(nil): return "closed"
+    case .closed(let failure?): return "failed(\(failure.code), \(failure.message))"
+    }
+}
+
+private func describe(_ action: Machine.TakeAction) -> String {
+    switch action {
+    case .took(let count, let wake): return "took(\(count), wakeProducers: \(wake))"
+    case .mustWait: return "mustWait"
+    case .closed(nil): return "closed"
+    case .closed(let failure?): return "failed(\(failure.code), \(failure.message))"
+    }
+}
+
+private func describe(_ action: Machine.TaskDoneAction) -> String {
+    switch action {
+    case .done(let wake): return "done(wakeJoiners: \(wake))"
+    case .tooMany: return "tooMany"
+    }
+}
+
+// MARK: - Invariants
+
+/// Checks what must hold between any two transitions.
+private func assertInvariants(
+    _ machine: Machine, _ context: @autoclosure () -> String = "",
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    let c = machine.counters
+    let depth = UInt64(machine.buffer.count)
+    XCTAssertEqual(c.produced, c.consumed + c.dropped + depth,
+                   "identity broken \(context()): \(c), depth \(depth)", file: file, line: line)
+    XCTAssertGreaterThanOrEqual(c.peakDepth, depth, "peakDepth below depth \(context())",
+                                file: file, line: line)
+    XCTAssertGreaterThanOrEqual(machine.waitingProducers, 0, file: file, line: line)
+    XCTAssertGreaterThanOrEqual(machine.waitingConsumers, 0, file: file, line: line)
+}
+
+private func makeMachine(_ capacity: Int?, _ policy: OverflowPolicy) -> Machine {
+    Machine(capacity: capacity, policy: policy, now: 0)
+}
+
+/// Puts `items`, checking invariants after each, and returns the actions as text.
+@discardableResult
+private func putAll(_ machine: inout Machine, _ items: [Int],
+                    file: StaticString = #filePath, line: UInt = #line) -> [String] {
+    items.map { item in
+        let action = describe(machine.put(item))
+        assertInvariants(machine, "after put(\(item))", file: file, line: line)
+        return action
+    }
+}
+
+/// Gets until `mustWait`/`closed`, checking invariants after each; returns the items.
+private func drain(_ machine: inout Machine,
+                   file: StaticString = #filePath, line: UInt = #line) -> [Int] {
+    var items: [Int] = []
+    while case .item(let item, _) = machine.get() {
+        items.append(item)
+        assertInvariants(machine, "after get", file: file, line: line)
+    }
+    return items
+}
+
+final class StreamStateMachineTests: XCTestCase {
+
+    // MARK: creation
+
+    func testNewMachineIsEmptyOpenAndZeroed() {
+        var machine = makeMachine(4, .block)
+        XCTAssertEqual(machine.capacity, 4)
+        XCTAssertFalse(machine.isClosed)
+        XCTAssertEqual(machine.counters, StreamStats())
+        XCTAssertEqual(describe(machine.get()), "mustWait")
+        XCTAssertEqual(describe(machine.take(upTo: 3) { _ in XCTFail("nothing to take") }), "mustWait")
+        assertInvariants(machine)
+    }
+
+    func testUnboundedMachineNeverFills() {
+        var machine = makeMachine(nil, .reject)
+        XCTAssertEqual(machine.capacity, Int.max)
+        let actions = putAll(&machine, Array(0..<5_000))
+        XCTAssertEqual(Set(actions), ["stored(wakeConsumer: false)"])
+        XCTAssertEqual(machine.counters.rejected, 0)
+        XCTAssertEqual(machine.counters.peakDepth, 5_000)
+        XCTAssertNil(machine.snapshot(now: 1).capacity)
+        XCTAssertEqual(drain(&machine), Array(0..<5_000))
+    }
+
+    // MARK: put and get
+
+    func testPutGetIsFIFOAndCounts() {
+        var machine = makeMachine(3, .block)
+        XCTAssertEqual(putAll(&machine, [10, 20, 30]), Array(repeating: "stored(wakeConsumer: false)", count: 3))
+        XCTAssertEqual(machine.counters.produced, 3)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 3)
+        XCTAssertEqual(machine.counters.peakDepth, 3)
+        XCTAssertEqual(drain(&machine), [10, 20, 30])
+        XCTAssertEqual(machine.counters.consumed, 3)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 3, "a get does not finish a task")
+        XCTAssertEqual(machine.counters.peakDepth, 3, "peak survives draining")
+        XCTAssertEqual(describe(machine.get()), "mustWait")
+    }
+
+    func testPutAsksToWakeAConsumerOnlyWhenOneWaits() {
+        var machine = makeMachine(2, .block)
+        XCTAssertEqual(describe(machine.put(1)), "stored(wakeConsumer: false)")
+        _ = machine.get()
+        machine.consumerWillWait()
+        XCTAssertEqual(machine.waitingConsumers, 1)
+        XCTAssertEqual(machine.counters.consumerWaits, 1)
+        XCTAssertEqual(describe(machine.put(2)), "stored(wakeConsumer: true)")
+        XCTAssertEqual(describe(machine.get()), "item(2, wakeProducer: false)")
+        machine.consumerDidWait(nanoseconds: 1_500)
+        XCTAssertEqual(machine.waitingConsumers, 0)
+        XCTAssertEqual(machine.counters.consumerWaitNanoseconds, 1_500)
+        machine.consumerWillWait()
+        machine.consumerDidWait(nanoseconds: -99)  // a clock going backwards adds nothing
+        XCTAssertEqual(machine.counters.consumerWaitNanoseconds, 1_500)
+        XCTAssertEqual(machine.counters.consumerWaits, 2)
+        XCTAssertEqual(describe(machine.put(3)), "stored(wakeConsumer: false)")
+        assertInvariants(machine)
+    }
+
+    // MARK: every policy on a full buffer
+
+    func testBlockPolicyFullBufferMustWaitAndChangesNothing() {
+        var machine = makeMachine(2, .block)
+        putAll(&machine, [1, 2])
+        let before = machine.counters
+        XCTAssertEqual(describe(machine.put(3)), "mustWait")
+        XCTAssertEqual(machine.counters, before, "mustWait counts nothing by itself")
+        XCTAssertEqual(Array(machine.buffer), [1, 2])
+
+        // The storage class parks: one wait, one backpressure event.
+        machine.producerWillWait()
+        XCTAssertEqual(machine.waitingProducers, 1)
+        XCTAssertEqual(machine.counters.producerWaits, 1)
+        XCTAssertEqual(machine.counters.backpressureEvents, 1)
+        XCTAssertEqual(describe(machine.put(3)), "mustWait", "still full while parked")
+        XCTAssertEqual(describe(machine.get()), "item(1, wakeProducer: true)")
+        XCTAssertEqual(describe(machine.put(3)), "stored(wakeConsumer: false)")
+        machine.producerDidWait(nanoseconds: 2_000)
+        XCTAssertEqual(machine.waitingProducers, 0)
+        XCTAssertEqual(machine.counters.producerWaitNanoseconds, 2_000)
+        XCTAssertEqual(Array(machine.buffer), [2, 3])
+        XCTAssertEqual(machine.counters.rejected, 0)
+        assertInvariants(machine)
+
+        // A put that gives up (timeout, or not allowed to wait) counts as rejected.
+        XCTAssertEqual(describe(machine.put(4)), "mustWait")
+        machine.producerGaveUp()
+        XCTAssertEqual(machine.counters.rejected, 1)
+        XCTAssertEqual(machine.counters.produced, 3)
+        XCTAssertEqual(Array(machine.buffer), [2, 3])
+        assertInvariants(machine)
+    }
+
+    func testRejectPolicyFullBufferRejectsAndKeepsBacklog() {
+        var machine = makeMachine(2, .reject)
+        XCTAssertEqual(putAll(&machine, [1, 2, 3, 4]),
+                       ["stored(wakeConsumer: false)", "stored(wakeConsumer: false)", "rejected", "rejected"])
+        XCTAssertEqual(Array(machine.buffer), [1, 2])
+        XCTAssertEqual(machine.counters.rejected, 2)
+        XCTAssertEqual(machine.counters.produced, 2, "a rejected put is not produced")
+        XCTAssertEqual(machine.counters.dropped, 0)
+        XCTAssertEqual(machine.counters.backpressureEvents, 0)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 2)
+        XCTAssertEqual(drain(&machine), [1, 2])
+    }
+
+    func testDropNewestShedsIncomingAndKeepsBacklogOrder() {
+        var machine = makeMachine(3, .dropNewest)
+        XCTAssertEqual(putAll(&machine, [1, 2, 3, 4, 5]).suffix(2), ["shed", "shed"])
+        XCTAssertEqual(Array(machine.buffer), [1, 2, 3])
+        let c = machine.counters
+        XCTAssertEqual(c.produced, 5, "shed items count as produced")
+        XCTAssertEqual(c.droppedShed, 2)
+        XCTAssertEqual(c.dropped, 2)
+        XCTAssertEqual(c.backpressureEvents, 2)
+        XCTAssertEqual(c.rejected, 0)
+        XCTAssertEqual(c.unfinishedTasks, 3, "shed items never become tasks")
+        XCTAssertEqual(c.peakDepth, 3)
+        XCTAssertEqual(drain(&machine), [1, 2, 3])
+    }
+
+    func testDropOldestEvictsFrontOneAtATime() {
+        var machine = makeMachine(3, .dropOldest)
+        XCTAssertEqual(putAll(&machine, [1, 2, 3, 4, 5]).suffix(2),
+                       ["storedEvicting(1, wakeJoiners: false)", "storedEvicting(2, wakeJoiners: false)"])
+        XCTAssertEqual(Array(machine.buffer), [3, 4, 5])
+        let c = machine.counters
+        XCTAssertEqual(c.produced, 5)
+        XCTAssertEqual(c.droppedEvicted, 2)
+        XCTAssertEqual(c.backpressureEvents, 2)
+        XCTAssertEqual(c.unfinishedTasks, 3, "an eviction finishes the evicted item's task")
+        XCTAssertEqual(c.peakDepth, 3)
+        XCTAssertEqual(drain(&machine), [3, 4, 5])
+    }
+
+    func testDropAllClearsBacklogThenStores() {
+        var machine = makeMachine(3, .dropAll)
+        XCTAssertEqual(putAll(&machine, [1, 2, 3, 4]).last, "storedClearing([1, 2, 3], wakeJoiners: false)")
+        XCTAssertEqual(Array(machine.buffer), [4])
+        XCTAssertEqual(putAll(&machine, [5, 6, 7]).last, "storedClearing([4, 5, 6], wakeJoiners: false)")
+        XCTAssertEqual(Array(machine.buffer), [7])
+        let c = machine.counters
+        XCTAssertEqual(c.produced, 7)
+        XCTAssertEqual(c.droppedCleared, 6)
+        XCTAssertEqual(c.backpressureEvents, 2, "one event per clearing put, not per item")
+        XCTAssertEqual(c.unfinishedTasks, 1)
+        XCTAssertEqual(c.peakDepth, 3)
+        XCTAssertEqual(drain(&machine), [7])
+    }
+
+    func testFinishingTasksWakesJoinersOnlyAtZeroWithJoinersParked() {
+        var machine = makeMachine(2, .dropAll)
+        putAll(&machine, [1, 2])
+        XCTAssertFalse(machine.finishTasks(2), "zero, but nobody joined")
+        putAll(&machine, [3, 4])
+        machine.waitingJoiners = 1
+        XCTAssertFalse(machine.finishTasks(1), "one task still open")
+        XCTAssertTrue(machine.finishTasks(1))
+        XCTAssertFalse(machine.finishTasks(0), "finishing nothing wakes nobody")
+        _ = machine.finishTasks(5)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 0, "clamped, never wraps")
+    }
+
+    // MARK: take
+
+    func testTakeTakesOldestFirstUpToTheLimit() {
+        var machine = makeMachine(5, .block)
+        putAll(&machine, [1, 2, 3, 4])
+        var sink: [Int] = []
+        XCTAssertEqual(describe(machine.take(upTo: 3) { sink.append($0) }), "took(3, wakeProducers: false)")
+        XCTAssertEqual(sink, [1, 2, 3])
+        XCTAssertEqual(machine.counters.consumed, 3)
+        assertInvariants(machine)
+        XCTAssertEqual(describe(machine.take(upTo: 10) { sink.append($0) }), "took(1, wakeProducers: false)")
+        XCTAssertEqual(sink, [1, 2, 3, 4])
+        XCTAssertEqual(describe(machine.take(upTo: 10) { _ in XCTFail("empty") }), "mustWait")
+        _ = machine.close(immediate: false)
+        XCTAssertEqual(describe(machine.take(upTo: 10) { _ in XCTFail("closed") }), "closed")
+        assertInvariants(machine)
+    }
+
+    func testTakeWakesProducersOnlyWhenParkedAndRoomMade() {
+        var machine = makeMachine(2, .block)
+        putAll(&machine, [1, 2])
+        machine.producerWillWait()
+        XCTAssertEqual(describe(machine.take(upTo: 1) { _ in }), "took(1, wakeProducers: true)")
+        machine.producerDidWait(nanoseconds: 0)
+        XCTAssertEqual(describe(machine.take(upTo: 1) { _ in }), "took(1, wakeProducers: false)")
+    }
+
+    // MARK: close
+
+    func testCloseDrainsThenReportsClosedAndRefusesPuts() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2])
+        let action = machine.close(immediate: false)
+        XCTAssertTrue(action.discarded.isEmpty)
+        XCTAssertFalse(action.wakeAll, "nobody parked")
+        XCTAssertTrue(machine.isClosed)
+        let before = machine.counters
+        XCTAssertEqual(describe(machine.put(3)), "closed")
+        XCTAssertEqual(machine.counters, before, "a put on a closed stream counts nothing")
+        XCTAssertEqual(drain(&machine), [1, 2])
+        XCTAssertEqual(describe(machine.get()), "closed")
+        XCTAssertEqual(machine.counters.droppedOnClose, 0)
+        XCTAssertTrue(machine.snapshot(now: 1).isClosed)
+        assertInvariants(machine)
+    }
+
+    func testCloseWithFailureDrainsThenReportsTheFailure() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2])
+        let failure = ProducerFailure(code: 5, message: "EIO")
+        XCTAssertTrue(machine.close(immediate: false, failure: failure).discarded.isEmpty)
+        XCTAssertEqual(machine.failure, failure)
+        XCTAssertEqual(describe(machine.put(3)), "closed", "puts see a plain close")
+        XCTAssertEqual(describe(machine.get()), "item(1, wakeProducer: false)")
+        XCTAssertEqual(describe(machine.take(upTo: 5) { XCTAssertEqual($0, 2) }), "took(1, wakeProducers: false)")
+        XCTAssertEqual(describe(machine.get()), "failed(5, EIO)")
+        XCTAssertEqual(describe(machine.get()), "failed(5, EIO)", "every get after the drain")
+        XCTAssertEqual(describe(machine.take(upTo: 5) { _ in XCTFail("drained") }), "failed(5, EIO)")
+        assertInvariants(machine)
+    }
+
+    func testOnlyTheClosingCloseRecordsAFailure() {
+        var plain = makeMachine(4, .block)
+        _ = plain.close(immediate: false)
+        _ = plain.close(immediate: false, failure: ProducerFailure(code: 1, message: "late"))
+        XCTAssertNil(plain.failure)
+        XCTAssertEqual(describe(plain.get()), "closed")
+
+        var failed = makeMachine(4, .block)
+        putAll(&failed, [1, 2])
+        _ = failed.close(immediate: false, failure: ProducerFailure(code: 2, message: "first"))
+        let action = failed.close(immediate: true, failure: ProducerFailure(code: 3, message: "second"))
+        XCTAssertEqual(Array(action.discarded), [1, 2])
+        XCTAssertEqual(failed.failure, ProducerFailure(code: 2, message: "first"))
+        XCTAssertEqual(describe(failed.get()), "failed(2, first)")
+        assertInvariants(failed)
+    }
+
+    func testEveryPolicyRefusesPutsOnceClosedEvenWhenFull() {
+        for policy in OverflowPolicy.allCases {
+            var machine = makeMachine(1, policy)
+            _ = machine.put(1)
+            _ = machine.close(immediate: false)
+            let before = machine.counters
+            XCTAssertEqual(describe(machine.put(2)), "closed", "\(policy)")
+            XCTAssertEqual(machine.counters, before, "\(policy)")
+            XCTAssertEqual(Array(machine.buffer), [1], "\(policy)")
+        }
+    }
+
+    func testImmediateCloseDiscardsBacklogAndFinishesItsTasks() {
+        var machine = makeMachine(8, .block)
+        putAll(&machine, [1, 2, 3, 4])
+        _ = machine.get()  // 1 consumed but not marked done: its task stays unfinished
+        machine.waitingJoiners = 1
+        let action = machine.close(immediate: true)
+        XCTAssertEqual(Array(action.discarded), [2, 3, 4], "oldest first")
+        XCTAssertTrue(action.wakeAll)
+        XCTAssertTrue(machine.buffer.isEmpty)
+        XCTAssertEqual(machine.counters.droppedOnClose, 3)
+        XCTAssertEqual(machine.counters.dropped, 3)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 1)
+        XCTAssertEqual(describe(machine.get()), "closed")
+        assertInvariants(machine)
+    }
+
+    func testSecondCloseCanStillDiscard() {
+        var machine = makeMachine(8, .dropOldest)
+        putAll(&machine, [1, 2, 3])
+        XCTAssertTrue(machine.close(immediate: false).discarded.isEmpty)
+        XCTAssertEqual(Array(machine.close(immediate: true).discarded), [1, 2, 3])
+        XCTAssertTrue(machine.close(immediate: true).discarded.isEmpty, "nothing left to discard")
+        XCTAssertEqual(machine.counters.droppedOnClose, 3)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 0)
+        assertInvariants(machine)
+    }
+
+    func testCloseAsksToWakeWhenAnyoneIsParked() {
+        var producers = makeMachine(1, .block)
+        producers.producerWillWait()
+        XCTAssertTrue(producers.close(immediate: false).wakeAll)
+
+        var consumers = makeMachine(1, .block)
+        consumers.consumerWillWait()
+        XCTAssertTrue(consumers.close(immediate: false).wakeAll)
+
+        var joiners = makeMachine(1, .block)
+        joiners.waitingJoiners = 1
+        XCTAssertTrue(joiners.close(immediate: false).wakeAll)
+    }
+
+    // MARK: tasks
+
+    func testTaskDoneTooManyChangesNothing() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2])
+        XCTAssertEqual(describe(machine.taskDone(3)), "tooMany")
+        XCTAssertEqual(machine.counters.unfinishedTasks, 2)
+        XCTAssertEqual(describe(machine.taskDone(1)), "done(wakeJoiners: false)")
+        machine.waitingJoiners = 1
+        XCTAssertEqual(describe(machine.taskDone(2)), "tooMany")
+        XCTAssertEqual(describe(machine.taskDone(1)), "done(wakeJoiners: true)")
+        XCTAssertEqual(machine.counters.unfinishedTasks, 0)
+        XCTAssertEqual(describe(machine.taskDone(1)), "tooMany")
+        XCTAssertEqual(describe(machine.taskDone(0)), "done(wakeJoiners: false)")
+        XCTAssertEqual(Array(machine.buffer), [1, 2], "task accounting never touches items")
+        assertInvariants(machine)
+    }
+
+    // MARK: capacity
+
+    func testShrinkingBelowDepthKeepsItemsAndBlocksUntilUnderNewBound() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2, 3, 4])
+        XCTAssertFalse(machine.setCapacity(2))
+        XCTAssertEqual(Array(machine.buffer), [1, 2, 3, 4], "shrinking drops nothing")
+        XCTAssertEqual(describe(machine.put(5)), "mustWait")
+        machine.producerWillWait()
+        XCTAssertEqual(describe(machine.get()), "item(1, wakeProducer: false)", "3 left, bound 2")
+        XCTAssertEqual(describe(machine.get()), "item(2, wakeProducer: false)", "2 left, bound 2")
+        XCTAssertEqual(describe(machine.put(5)), "mustWait")
+        XCTAssertEqual(describe(machine.get()), "item(3, wakeProducer: true)", "1 left: room")
+        XCTAssertEqual(describe(machine.put(5)), "stored(wakeConsumer: false)")
+        XCTAssertEqual(Array(machine.buffer), [4, 5])
+        XCTAssertEqual(machine.counters.peakDepth, 4)
+        assertInvariants(machine)
+    }
+
+    func testShrinkingUnderDropPoliciesNeverGrowsTheExcess() {
+        var oldest = makeMachine(4, .dropOldest)
+        putAll(&oldest, [1, 2, 3, 4])
+        _ = oldest.setCapacity(2)
+        XCTAssertEqual(describe(oldest.put(5)), "storedEvicting(1, wakeJoiners: false)")
+        XCTAssertEqual(Array(oldest.buffer), [2, 3, 4, 5], "one in, one out")
+
+        var newest = makeMachine(4, .dropNewest)
+        putAll(&newest, [1, 2, 3, 4])
+        _ = newest.setCapacity(2)
+        XCTAssertEqual(describe(newest.put(5)), "shed")
+        XCTAssertEqual(Array(newest.buffer), [1, 2, 3, 4])
+
+        var all = makeMachine(4, .dropAll)
+        putAll(&all, [1, 2, 3, 4])
+        _ = all.setCapacity(2)
+        XCTAssertEqual(describe(all.put(5)), "storedClearing([1, 2, 3, 4], wakeJoiners: false)")
+        XCTAssertEqual(Array(all.buffer), [5])
+
+        var reject = makeMachine(4, .reject)
+        putAll(&reject, [1, 2, 3, 4])
+        _ = reject.setCapacity(2)
+        XCTAssertEqual(describe(reject.put(5)), "rejected")
+        XCTAssertEqual(Array(reject.buffer), [1, 2, 3, 4])
+
+        for machine in [oldest, newest, all, reject] { assertInvariants(machine) }
+    }
+
+    func testGrowingWakesParkedProducersOnlyWhenThereIsRoom() {
+        var machine = makeMachine(2, .block)
+        putAll(&machine, [1, 2])
+        XCTAssertFalse(machine.setCapacity(3), "room, but nobody parked")
+        XCTAssertEqual(describe(machine.put(3)), "stored(wakeConsumer: false)")
+        machine.producerWillWait()
+        XCTAssertFalse(machine.setCapacity(3), "parked, but no room")
+        XCTAssertTrue(machine.setCapacity(5))
+        XCTAssertTrue(machine.setCapacity(Int.max), "unbounded")
+        XCTAssertNil(machine.snapshot(now: 1).capacity)
+        machine.producerDidWait(nanoseconds: 0)
+        XCTAssertEqual(Set(putAll(&machine, Array(4..<100))), ["stored(wakeConsumer: false)"])
+        XCTAssertEqual(machine.counters.peakDepth, 99)
+    }
+
+    // MARK: snapshot and rates
+
+    func testSnapshotReportsDepthCapacityAndCounters() {
+        var machine = makeMachine(3, .dropNewest)
+        putAll(&machine, [1, 2, 3, 4])
+        _ = machine.get()
+        let stats = machine.snapshot(now: 1)
+        XCTAssertEqual(stats.depth, 2)
+        XCTAssertEqual(stats.capacity, 3)
+        XCTAssertEqual(stats.produced, 4)
+        XCTAssertEqual(stats.consumed, 1)
+        XCTAssertEqual(stats.droppedShed, 1)
+        XCTAssertEqual(stats.peakDepth, 3)
+        XCTAssertFalse(stats.isClosed)
+        XCTAssertTrue(stats.identityHolds)
+        XCTAssertIdentity(stats)
+    }
+
+    func testRatesCoverTheRecentWindow() {
+        let ms: Int64 = 1_000_000
+        var machine = Machine(capacity: nil, policy: .block, now: 0)
+        putAll(&machine, Array(0..<10))
+        var stats = machine.snapshot(now: 500 * ms)
+        XCTAssertEqual(stats.producedPerSecond, 20, accuracy: 1e-9)  // 10 in 0.5 s
+        XCTAssertEqual(stats.consumedPerSecond, 0)
+        XCTAssertEqual(stats.windowSeconds, 0.5, accuracy: 1e-9)
+
+        putAll(&machine, Array(10..<20))
+        _ = drain(&machine)
+        stats = machine.snapshot(now: 1_000 * ms)
+        XCTAssertEqual(stats.producedPerSecond, 20, accuracy: 1e-9)  // 20 in 1 s
+        XCTAssertEqual(stats.consumedPerSecond, 20, accuracy: 1e-9)
+        XCTAssertEqual(stats.windowSeconds, 1, accuracy: 1e-9)
+
+        // The window slides: from the 0.5 s sample (10 produced, 0 consumed) to 1.25 s.
+        stats = machine.snapshot(now: 1_250 * ms)
+        XCTAssertEqual(stats.windowSeconds, 0.75, accuracy: 1e-9)
+        XCTAssertEqual(stats.producedPerSecond, 10 / 0.75, accuracy: 1e-9)
+        XCTAssertEqual(stats.consumedPerSecond, 20 / 0.75, accuracy: 1e-9)
+
+        // A quiet stream: rates fall towards zero, never negative.
+        stats = machine.snapshot(now: 60_000 * ms)
+        XCTAssertGreaterThan(stats.windowSeconds, 0)
+        XCTAssertGreaterThanOrEqual(stats.producedPerSecond, 0)
+        XCTAssertLessThan(stats.producedPerSecond, 1)
+    }
+
+    func testRatesAreZeroNotNegativeWhenNowPrecedesTheLastSample() {
+        var machine = Machine(capacity: 4, policy: .block, now: 5_000_000_000)
+        putAll(&machine, [1, 2])
+        let stats = machine.snapshot(now: 1_000)
+        XCTAssertEqual(stats.producedPerSecond, 0)
+        XCTAssertEqual(stats.consumedPerSecond, 0)
+        XCTAssertEqual(stats.windowSeconds, 0)
+    }
+
+    // MARK: model check
+
+    /// Random operation sequences against a plain-array model, for every policy: the same
+    /// actions, the same surviving items in the same order, the same counters, and the
+    /// invariants after every single step.
+    func testRandomOperationsMatchAReferenceModel() {
+        for policy in OverflowPolicy.allCases {
+            for seed: UInt64 in 1...6 {
+                runModelCheck(policy: policy, seed: seed &* 7919 &+ UInt64(policy.rawValue))
+            }
+        }
+    }
+
+    private func runModelCheck(policy: OverflowPolicy, seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        var capacity = Int.random(in: 1...5, using: &rng)
+        var machine = makeMachine(capacity, policy)
+        var model = StreamModel(capacity: capacity, policy: policy)
+        var next = 0
+        let steps = 1_500
+        let closeAt = Int.random(in: steps / 2..<steps, using: &rng)
+        for step in 0..<steps {
+            let context = "policy \(policy), seed \(seed), step \(step)"
+            switch Int.random(in: 0..<100, using: &rng) {
+            case 0..<45:
+                next += 1
+                XCTAssertEqual(describe(machine.put(next)), model.put(next), context)
+            case 45..<70:
+                XCTAssertEqual(describe(machine.get()), model.get(), context)
+            case 70..<80:
+                let limit = Int.random(in: 1...4, using: &rng)
+                var got: [Int] = []
+                let action = describe(machine.take(upTo: limit) { got.append($0) })
+                let (expectedAction, expectedItems) = model.take(limit)
+                XCTAssertEqual(action, expectedAction, context)
+                XCTAssertEqual(got, expectedItems, context)
+            case 80..<90:
+                let count = UInt64.random(in: 0...3, using: &rng)
+                XCTAssertEqual(describe(machine.taskDone(count)), model.taskDone(count), context)
+            case 90..<97:
+                capacity = Int.random(in: 1...6, using: &rng)
+                XCTAssertFalse(machine.setCapacity(capacity), "nobody parked: \(context)")
+                model.capacity = capacity
+            default:
+                if step >= closeAt || Int.random(in: 0..<50, using: &rng) == 0 {
+                    let immediate = Bool.random(using: &rng)
+                    let action = machine.close(immediate: immediate)
+                    XCTAssertEqual(Array(action.discarded), model.close(immediate: immediate), context)
+                    XCTAssertFalse(action.wakeAll, context)
+                }
+            }
+            XCTAssertEqual(Array(machine.buffer), model.items, context)
+            XCTAssertEqual(machine.isClosed, model.closed, context)
+            XCTAssertEqual(machine.counters, model.counters, context)
+            assertInvariants(machine, context)
+            // Stop at the first divergence: later steps would only repeat it.
+            if machine.counters != model.counters || Array(machine.buffer) != model.items { return }
+        }
+    }
+}
+
+// MARK: - Reference model
+
+/// The stream's semantics written as plainly as possible, for the model check.
+private struct StreamModel {
+    var items: [Int] = []
+    var capacity: Int
+    let policy: OverflowPolicy
+    var closed = false
+    var produced: UInt64 = 0, consumed: UInt64 = 0, rejected: UInt64 = 0
+    var shed: UInt64 = 0, evicted: UInt64 = 0, cleared: UInt64 = 0, onClose: UInt64 = 0
+    var unfinished: UInt64 = 0, peak: UInt64 = 0, backpressure: UInt64 = 0
+
+    init(capacity: Int, policy: OverflowPolicy) {
+        self.capacity = capacity
+        self.policy = policy
+    }
+
+    private mutating func store(_ item: Int) {
+        items.append(item)
+        produced += 1
+        unfinished += 1
+        peak = max(peak, UInt64(items.count))
+    }
+
+    private mutating func finish(_ count: Int) {
+        unfinished -= min(UInt64(count), unfinished)
+    }
+
+    mutating func put(_ item: Int) -> String {
+        if closed { return "closed" }
+        if items.count < capacity {
+            store(item)
+            return "stored(wakeConsumer: false)"
+        }
+        switch policy {
+        case .block: return "mustWait"
+        case .reject:
+            rejected += 1
+            return "rejected"
+        case .dropNewest:
+            produced += 1
+            shed += 1
+            backpressure += 1
+            return "shed"
+        case .dropOldest:
+            let first = items.removeFirst()
+            evicted += 1
+            backpressure += 1
+            finish(1)
+            store(item)
+            return "storedEvicting(\(first), wakeJoiners: false)"
+        case .dropAll:
+            let all = items
+            items.removeAll()
+            cleared += UInt64(all.count)
+            backpressure += 1
+            finish(all.count)
+            store(item)
+            return "storedClearing(\(all), wakeJoiners: false)"
+        }
+    }
+
+    mutating func get() -> String {
+        if items.isEmpty { return closed ? "closed" : "mustWait" }
+        consumed += 1
+        return "item(\(items.removeFirst()), wakeProducer: false)"
+    }
+
+    mutating func take(_ limit: Int) -> (String, [Int]) {
+        if items.isEmpty { return (closed ? "closed" : "mustWait", []) }
+        let count = min(limit, items.count)
+        let taken = Array(items.prefix(count))
+        items.removeFirst(count)
+        consumed += UInt64(count)
+        return ("took(\(count), wakeProducers: false)", taken)
+    }
+
+    mutating func taskDone(_ count: UInt64) -> String {
+        if count > unfinished { return "tooMany" }
+        unfinished -= count
+        return "done(wakeJoiners: false)"
+    }
+
+    mutating func close(immediate: Bool) -> [Int] {
+        closed = true
+        guard immediate else { return [] }
+        let discarded = items
+        items.removeAll()
+        onClose += UInt64(discarded.count)
+        finish(discarded.count)
+        return discarded
+    }
+
+    /// The machine's counters as the model expects them (no waits happen here).
+    var counters: StreamStats {
+        var s = StreamStats()
+        s.produced = produced
+        s.consumed = consumed
+        s.rejected = rejected
+        s.droppedShed = shed
+        s.droppedEvicted = evicted
+        s.droppedCleared = cleared
+        s.droppedOnClose = onClose
+        s.unfinishedTasks = unfinished
+        s.peakDepth = peak
+        s.backpressureEvents = backpressure
+        return s
+    }
+}

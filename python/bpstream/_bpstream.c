@@ -1,0 +1,1885 @@
+/*
+ * _bpstream.c — the CPython binding of bpstream (bpstream._bpstream).
+ *
+ * Python objects in, C ABI (bpstream.h) calls, Python objects or exceptions out.
+ * Modelled on CPython's Modules/_queuemodule.c: multi-phase init, a module state
+ * holding the types and exceptions, heap types with GC and weakref support.
+ *
+ * ===========================================================================
+ * OWNERSHIP (items are PyObject *; the stream stores them as void *)
+ * ===========================================================================
+ *  - The stream owns exactly one strong reference to every item it buffers.
+ *  - put: we Py_INCREF the item, then bps_stream_put(). BPS_OK moves that reference
+ *    into the stream; every other status (BPS_SHED included) leaves it with us and
+ *    we Py_DECREF it at once (the caller's own reference keeps the item alive).
+ *  - get: BPS_OK moves the stream's reference to us; we return it as is (a new
+ *    reference), so a get costs no refcount traffic at all.
+ *  - Items the stream drops on its own (evicted, cleared, discarded by an immediate
+ *    close, left over when the stream is freed) come back through release_item(),
+ *    which Py_DECREFs them exactly once.
+ *
+ * GIL RULES
+ *  - Every bps_ call is made WITH the GIL held. A call that must wait tells us
+ *    through its bps_waiter hook: BEGIN releases the GIL, END takes it back, and
+ *    POLL (main thread only, every 50 ms) takes it briefly to run signal handlers:
+ *    a KeyboardInterrupt cancels the call (BPS_CANCELLED) and nothing moves.
+ *  - release_item() may run on a thread that holds no GIL (a native producer that
+ *    evicts); it takes the GIL with PyGILState_Ensure() only when it is not held.
+ *    The core never calls it with its lock held, so taking the GIL there cannot
+ *    deadlock against a thread that holds the GIL and waits for the stream's lock.
+ *  - tp_traverse runs bps_stream_visit(), whose callback runs under the stream's
+ *    lock; Py_VISIT never calls back into the stream, so that is safe.
+ *
+ * GC AND GIL-FREE GETTERS (why StreamObject.getters_waiting exists)
+ *  A getter waiting with the GIL released takes its item out of the buffer before
+ *  its END hook takes the GIL back. If the collector traversed the stream once with
+ *  the item inside and once without it, it would see one reference vanish between
+ *  its passes and could clear a live item. So while any getter of this stream waits
+ *  without the GIL, tp_traverse reports no items: an unvisited reference only makes
+ *  an item look reachable, which is always safe. The counter changes only with the
+ *  GIL held, so it cannot change during a collection. Putters need no such care: an
+ *  item appearing between passes is just an extra, unaccounted (external) reference.
+ * ===========================================================================
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+
+#if PY_VERSION_HEX < 0x030C0000
+#  include <structmember.h>   /* T_PYSSIZET, READONLY */
+#  define Py_T_PYSSIZET T_PYSSIZET
+#  define Py_READONLY READONLY
+#endif
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "bpstream.h"
+
+/* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
+#define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)
+/* Items moved per core call by get_many/put_many, in a buffer on the C stack. */
+#define BATCH 256
+#define NS_PER_SEC 1000000000LL
+
+#define N_POLICIES 5
+static const char *const policy_names[N_POLICIES] = {
+    [BPS_POLICY_BLOCK] = "block",
+    [BPS_POLICY_DROP_OLDEST] = "drop_oldest",
+    [BPS_POLICY_DROP_NEWEST] = "drop_newest",
+    [BPS_POLICY_REJECT] = "reject",
+    [BPS_POLICY_DROP_ALL] = "drop_all",
+};
+static const char *const policy_member_names[N_POLICIES] = {
+    [BPS_POLICY_BLOCK] = "BLOCK",
+    [BPS_POLICY_DROP_OLDEST] = "DROP_OLDEST",
+    [BPS_POLICY_DROP_NEWEST] = "DROP_NEWEST",
+    [BPS_POLICY_REJECT] = "REJECT",
+    [BPS_POLICY_DROP_ALL] = "DROP_ALL",
+};
+
+/* ------------------------------------------------------------------------- */
+/* Module state and objects                                                  */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyTypeObject *stream_type;     /* bpstream.BoundedStream */
+    PyTypeObject *queue_type;      /* bpstream.Queue */
+    PyTypeObject *stats_type;      /* bpstream.Stats (structseq) */
+    PyObject *Full;
+    PyObject *Empty;
+    PyObject *Closed;
+    PyObject *policy_enum;         /* bpstream.Policy (an enum.StrEnum) */
+    PyObject *policy_members[N_POLICIES];  /* indexed by bps_policy */
+    unsigned long main_thread;     /* threading.main_thread().ident */
+} module_state;
+
+typedef struct {
+    PyObject_HEAD
+    bps_stream *stream;            /* NULL until __init__; then ours until dealloc */
+    module_state *state;           /* borrowed: our type keeps the module alive */
+    PyObject *weakreflist;
+    Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see top) */
+    bps_policy policy;
+} StreamObject;
+
+static struct PyModuleDef bpstream_module;
+
+static inline module_state *
+get_module_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Errors: the one place a bps_status becomes a Python exception             */
+/* ------------------------------------------------------------------------- */
+
+/* Sets the exception for a failed call and returns NULL. For BPS_CANCELLED the
+ * exception (usually KeyboardInterrupt) was already set by a signal handler. */
+static PyObject *
+set_error(module_state *st, bps_status status)
+{
+    switch (status) {
+    case BPS_FULL:
+        PyErr_SetNone(st->Full);
+        break;
+    case BPS_EMPTY:
+        PyErr_SetNone(st->Empty);
+        break;
+    case BPS_CLOSED:
+        PyErr_SetNone(st->Closed);
+        break;
+    case BPS_CANCELLED:
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError,
+                            "bpstream: wait cancelled without an exception set");
+        }
+        break;
+    case BPS_TIMED_OUT:
+        PyErr_SetNone(PyExc_TimeoutError);
+        break;
+    case BPS_INVALID_ARGUMENT:
+        PyErr_SetString(PyExc_ValueError, "invalid argument");
+        break;
+    case BPS_INVALID_STATE:
+        /* The core's only INVALID_STATE: task_done() beyond the unfinished count. */
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+        break;
+    case BPS_NO_MEMORY:
+        PyErr_NoMemory();
+        break;
+    default:
+        PyErr_Format(PyExc_SystemError, "bpstream: unexpected status %d (%s)",
+                     (int)status, bps_status_string(status));
+        break;
+    }
+    return NULL;
+}
+
+static PyObject *
+not_initialized(StreamObject *self)
+{
+    PyErr_Format(PyExc_RuntimeError, "%.200s.__init__() was not called",
+                 Py_TYPE(self)->tp_name);
+    return NULL;
+}
+
+#define CHECK_INIT(self)                      \
+    do {                                      \
+        if ((self)->stream == NULL) {         \
+            return not_initialized(self);     \
+        }                                     \
+    } while (0)
+
+/* PyErr_Fetch is deprecated from 3.12 on; these are the 3.12 API, backported. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define get_raised_exception PyErr_GetRaisedException
+#  define set_raised_exception PyErr_SetRaisedException
+#else
+// Returns a new reference (or NULL if no exception is set); clears the indicator.
+static PyObject *
+get_raised_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+// Steals exc.
+static void
+set_raised_exception(PyObject *exc)
+{
+    if (exc == NULL) {
+        return;
+    }
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+#endif
+
+/* Sets `accepted` on the exception being raised (put_many's partial result). */
+static void
+attach_accepted(Py_ssize_t accepted)
+{
+    PyObject *exc = get_raised_exception();
+    if (exc == NULL) {
+        return;
+    }
+    PyObject *n = PyLong_FromSsize_t(accepted);
+    if (n == NULL || PyObject_SetAttrString(exc, "accepted", n) < 0) {
+        PyErr_Clear();  /* the original exception matters more */
+    }
+    Py_XDECREF(n);
+    set_raised_exception(exc);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Items released by the stream; blocking without the GIL                    */
+/* ------------------------------------------------------------------------- */
+
+/* The stream's release callback: drops the stream's reference to one item. May run
+ * on a thread without the GIL; never runs with the stream's lock held. */
+static void
+release_item(void *item, void *context)
+{
+    (void)context;
+    if (PyGILState_Check()) {
+        Py_DECREF((PyObject *)item);
+    }
+    else {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        Py_DECREF((PyObject *)item);
+        PyGILState_Release(gil);
+    }
+}
+
+/* One blocking call's waiter, on the caller's C stack. */
+typedef struct {
+    bps_waiter waiter;
+    PyThreadState *tstate;         /* saved while the GIL is released */
+    Py_ssize_t *getters_waiting;   /* NULL for calls that never remove items */
+} gil_waiter;
+
+static int
+gil_wait_hook(void *context, bps_wait_event event)
+{
+    gil_waiter *w = (gil_waiter *)context;
+    switch (event) {
+    case BPS_WAIT_BEGIN:
+        if (w->getters_waiting != NULL) {
+            ++*w->getters_waiting;   /* still under the GIL */
+        }
+        w->tstate = PyEval_SaveThread();
+        return 0;
+    case BPS_WAIT_POLL: {
+        PyEval_RestoreThread(w->tstate);
+        int r = PyErr_CheckSignals();   /* runs handlers; KeyboardInterrupt -> -1 */
+        w->tstate = PyEval_SaveThread();
+        return r != 0;
+    }
+    case BPS_WAIT_END:
+        PyEval_RestoreThread(w->tstate);
+        if (w->getters_waiting != NULL) {
+            --*w->getters_waiting;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* Fills *w for one call on self. removes_items: the call may take items while it waits.
+ * Signal handlers only ever run in the main thread, so other threads never poll. */
+static inline const bps_waiter *
+gil_waiter_init(gil_waiter *w, StreamObject *self, int removes_items)
+{
+    w->waiter.size = sizeof(bps_waiter);
+    w->waiter.poll_interval_ns =
+        PyThread_get_thread_ident() == self->state->main_thread ? MAIN_THREAD_POLL_NS : 0;
+    w->waiter.hook = gil_wait_hook;
+    w->waiter.context = w;
+    w->tstate = NULL;
+    w->getters_waiting = removes_items ? &self->getters_waiting : NULL;
+    return &w->waiter;
+}
+
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Argument conversion                                                       */
+/* ------------------------------------------------------------------------- */
+
+/* Borrows obj. Seconds (None, int, float) -> the ABI's nanoseconds: None, inf and
+ * anything beyond int64 nanoseconds (~292 years) mean -1, no limit; 0 means do not
+ * wait; positive values round up so a tiny timeout still waits. Negative or NaN ->
+ * ValueError. Returns 0, or -1 with an exception set. */
+static int
+timeout_to_ns(PyObject *obj, int64_t *out)
+{
+    double seconds;
+    if (obj == NULL || obj == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    if (PyFloat_CheckExact(obj)) {
+        seconds = PyFloat_AS_DOUBLE(obj);
+    }
+    else if (PyLong_Check(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow < 0 || v < 0) {
+            goto negative;
+        }
+        *out = (overflow > 0 || v > INT64_MAX / NS_PER_SEC) ? -1 : (int64_t)v * NS_PER_SEC;
+        return 0;
+    }
+    else {
+        seconds = PyFloat_AsDouble(obj);
+        if (seconds == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (isnan(seconds) || seconds < 0) {
+        goto negative;
+    }
+    double ns = ceil(seconds * 1e9);
+    *out = ns >= 9.2e18 ? -1 : (int64_t)ns;
+    return 0;
+negative:
+    PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+    return -1;
+}
+
+/* Borrows obj. Any str (a Policy member is one) -> bps_policy. */
+static int
+policy_from_object(PyObject *obj, bps_policy *out)
+{
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "policy must be a str or bpstream.Policy, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    for (int i = 0; i < N_POLICIES; i++) {
+        if (PyUnicode_CompareWithASCIIString(obj, policy_names[i]) == 0) {
+            *out = (bps_policy)i;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "policy must be one of 'block', 'drop_oldest', 'drop_newest', "
+                 "'reject', 'drop_all', not %R", obj);
+    return -1;
+}
+
+/* A METH_FASTCALL|METH_KEYWORDS signature: names[0, posonly) are positional-only,
+ * names[posonly, kwonly) positional-or-keyword, names[kwonly, n) keyword-only; the
+ * first `required` must be given. Only used off the fast paths. */
+typedef struct {
+    const char *fname;
+    const char *const *names;
+    int n, posonly, kwonly, required;
+} arg_spec;
+
+/* out[i] gets a borrowed reference, or NULL when omitted. Returns 0 or -1. */
+static int
+parse_args(const arg_spec *spec, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames, PyObject **out)
+{
+    if (nargs > spec->kwonly) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %d positional argument%s (%zd given)",
+                     spec->fname, spec->kwonly, spec->kwonly == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (int i = 0; i < spec->n; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int i;
+        for (i = spec->posonly; i < spec->n; i++) {
+            if (PyUnicode_CompareWithASCIIString(key, spec->names[i]) == 0) {
+                break;
+            }
+        }
+        if (i == spec->n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         spec->fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                         spec->fname, spec->names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (int i = 0; i < spec->required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %d)",
+                         spec->fname, spec->names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Borrows obj (may be NULL: default). Returns 1, 0, or -1 with an exception. */
+static inline int
+truth(PyObject *obj, int default_value)
+{
+    return obj == NULL ? default_value : PyObject_IsTrue(obj);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Core operations shared by BoundedStream and Queue                         */
+/* ------------------------------------------------------------------------- */
+
+/* Borrows item. Returns the status; on anything but BPS_OK the stream took nothing
+ * and the caller's reference is as it was. */
+static inline bps_status
+do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
+{
+    gil_waiter w;
+    Py_INCREF(item);  /* the stream's reference, if it takes the item */
+    bps_status status = bps_stream_put(self->stream, item, timeout_ns,
+                                       timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 0));
+    if (status != BPS_OK) {
+        Py_DECREF(item);
+    }
+    return status;
+}
+
+// Returns a new reference (the item the stream held), or NULL with an exception.
+static inline PyObject *
+do_get(StreamObject *self, int64_t timeout_ns)
+{
+    gil_waiter w;
+    void *item;
+    bps_status status = bps_stream_get(self->stream, timeout_ns,
+                                       timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
+                                       &item);
+    if (status == BPS_OK) {
+        return (PyObject *)item;
+    }
+    return set_error(self->state, status);
+}
+
+// BoundedStream.put's result: True stored, False shed. Returns a new reference.
+static inline PyObject *
+put_result(StreamObject *self, bps_status status)
+{
+    if (status == BPS_OK) {
+        Py_RETURN_TRUE;
+    }
+    if (status == BPS_SHED) {
+        Py_RETURN_FALSE;
+    }
+    return set_error(self->state, status);
+}
+
+// Queue.put's result: None whether stored or shed. Returns a new reference.
+static inline PyObject *
+queue_put_result(StreamObject *self, bps_status status)
+{
+    if (status == BPS_OK || status == BPS_SHED) {
+        Py_RETURN_NONE;
+    }
+    return set_error(self->state, status);
+}
+
+/* ------------------------------------------------------------------------- */
+/* BoundedStream: construction, GC, deallocation                             */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *
+stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    PyObject *module = PyType_GetModuleByDef(type, &bpstream_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    StreamObject *self = (StreamObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->stream = NULL;
+    self->state = get_module_state(module);
+    self->weakreflist = NULL;
+    self->getters_waiting = 0;
+    self->policy = BPS_POLICY_BLOCK;
+    return (PyObject *)self;
+}
+
+/* Creates self's stream once. Returns 0 or -1 with an exception. */
+static int
+stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
+{
+    if (self->stream != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%.200s.__init__() called twice",
+                     Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    bps_config config = {
+        .size = sizeof(bps_config),
+        .capacity = capacity,
+        .policy = policy,
+        .release = release_item,
+        .release_context = NULL,
+    };
+    bps_stream *stream;
+    bps_status status = bps_stream_create(&config, &stream);
+    if (status != BPS_OK) {
+        set_error(self->state, status);
+        return -1;
+    }
+    self->stream = stream;
+    self->policy = policy;
+    return 0;
+}
+
+static int
+stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", "policy", NULL};
+    PyObject *capacity_obj, *policy_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:BoundedStream", kwlist,
+                                     &capacity_obj, &policy_obj)) {
+        return -1;
+    }
+    if (!PyIndex_Check(capacity_obj)) {
+        PyErr_Format(PyExc_TypeError, "capacity must be an int, not %.100s",
+                     Py_TYPE(capacity_obj)->tp_name);
+        return -1;
+    }
+    PyObject *index = PyNumber_Index(capacity_obj);
+    if (index == NULL) {
+        return -1;
+    }
+    int overflow;
+    long long capacity = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (capacity == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || capacity < 1 || capacity > BPS_CAPACITY_MAX) {
+        PyErr_Format(PyExc_ValueError, "capacity must be between 1 and %lld, got %R",
+                     (long long)BPS_CAPACITY_MAX, capacity_obj);
+        return -1;
+    }
+    bps_policy policy = BPS_POLICY_BLOCK;
+    if (policy_obj != NULL && policy_from_object(policy_obj, &policy) < 0) {
+        return -1;
+    }
+    return stream_setup(self, capacity, policy);
+}
+
+/* Borrows item; runs under the stream's lock (see the top comment). */
+typedef struct {
+    visitproc visit;
+    void *arg;
+} visit_context;
+
+static int
+visit_item(void *item, void *context)
+{
+    visitproc visit = ((visit_context *)context)->visit;
+    void *arg = ((visit_context *)context)->arg;
+    Py_VISIT((PyObject *)item);
+    return 0;
+}
+
+static int
+stream_traverse(StreamObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    if (self->stream != NULL && self->getters_waiting == 0) {
+        visit_context context = {visit, arg};
+        int result = 0;
+        bps_stream_visit(self->stream, visit_item, &context, &result);
+        return result;
+    }
+    return 0;
+}
+
+/* Breaks reference cycles through items: close immediately, which releases them.
+ * The handle stays valid (freed in dealloc), so no method ever sees it vanish. */
+static int
+stream_clear(StreamObject *self)
+{
+    if (self->stream != NULL) {
+        (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
+    }
+    return 0;
+}
+
+static void
+stream_dealloc(StreamObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    bps_stream *stream = self->stream;
+    self->stream = NULL;
+    if (stream != NULL) {
+        (void)bps_stream_release(stream);  /* releases leftover items, GIL held */
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------------- */
+/* BoundedStream methods                                                     */
+/* ------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(stream_put_doc,
+"put($self, item, /, timeout=None)\n"
+"--\n"
+"\n"
+"Put item into the stream; return True if it was stored.\n"
+"\n"
+"A full stream applies its policy: 'block' waits for room (up to timeout\n"
+"seconds; None waits without limit, 0 does not wait) and raises Full when the\n"
+"timeout passes; 'reject' raises Full at once; 'drop_oldest' and 'drop_all'\n"
+"make room by releasing buffered items; 'drop_newest' sheds this item and\n"
+"returns False. Raises Closed after close(). While waiting the GIL is\n"
+"released; Ctrl-C interrupts the wait and leaves the item with the caller.");
+
+static PyObject *
+stream_put(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    CHECK_INIT(self);
+    if (nargs == 1 && kwnames == NULL) {   /* fast path: put(item) */
+        return put_result(self, do_put(self, args[0], -1));
+    }
+    static const char *const names[] = {"item", "timeout"};
+    static const arg_spec spec = {"put", names, 2, 1, 2, 1};
+    PyObject *argv[2];
+    int64_t timeout_ns;
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || timeout_to_ns(argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+    return put_result(self, do_put(self, argv[0], timeout_ns));
+}
+
+PyDoc_STRVAR(stream_put_nowait_doc,
+"put_nowait($self, item, /)\n"
+"--\n"
+"\n"
+"Put item without waiting; the same as put(item, timeout=0).");
+
+static PyObject *
+stream_put_nowait(StreamObject *self, PyObject *item)
+{
+    CHECK_INIT(self);
+    return put_result(self, do_put(self, item, 0));
+}
+
+PyDoc_STRVAR(stream_get_doc,
+"get($self, /, timeout=None)\n"
+"--\n"
+"\n"
+"Remove and return the oldest item.\n"
+"\n"
+"Waits up to timeout seconds for one (None waits without limit, 0 does not\n"
+"wait) and raises Empty when the timeout passes. Once the stream is closed,\n"
+"the buffered items are still returned; then get raises Closed. While waiting\n"
+"the GIL is released; Ctrl-C interrupts the wait and takes nothing.");
+
+static PyObject *
+stream_get(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    CHECK_INIT(self);
+    if (nargs == 0 && kwnames == NULL) {   /* fast path: get() */
+        return do_get(self, -1);
+    }
+    static const char *const names[] = {"timeout"};
+    static const arg_spec spec = {"get", names, 1, 0, 1, 0};
+    PyObject *argv[1];
+    int64_t timeout_ns;
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || timeout_to_ns(argv[0], &timeout_ns) < 0) {
+        return NULL;
+    }
+    return do_get(self, timeout_ns);
+}
+
+PyDoc_STRVAR(stream_get_nowait_doc,
+"get_nowait($self, /)\n"
+"--\n"
+"\n"
+"Remove and return the oldest item without waiting; the same as\n"
+"get(timeout=0). Raises Empty if there is none, Closed if closed and drained.");
+
+static PyObject *
+stream_get_nowait(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    return do_get(self, 0);
+}
+
+PyDoc_STRVAR(stream_put_many_doc,
+"put_many($self, iterable, timeout=None)\n"
+"--\n"
+"\n"
+"Put every item of iterable, in order; return how many were stored.\n"
+"\n"
+"Items shed by the 'drop_newest' policy are not counted. One timeout covers\n"
+"the whole call. If the call fails partway (Full, Closed, an error raised by\n"
+"the iterable, KeyboardInterrupt) the exception has an attribute `accepted`:\n"
+"the number of items stored before the failure.");
+
+static PyObject *
+stream_put_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"iterable", "timeout"};
+    static const arg_spec spec = {"put_many", names, 2, 0, 2, 1};
+    PyObject *argv[2];
+    int64_t timeout_ns, deadline = 0;
+    CHECK_INIT(self);
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || timeout_to_ns(argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+    if (timeout_ns > 0) {
+        int64_t now = monotonic_ns();
+        if (timeout_ns > INT64_MAX - now) {
+            timeout_ns = -1;
+        }
+        else {
+            deadline = now + timeout_ns;
+        }
+    }
+    PyObject *it = PyObject_GetIter(argv[0]);
+    if (it == NULL) {
+        return NULL;
+    }
+
+    void *items[BATCH];           /* each holds a reference we own until taken */
+    Py_ssize_t accepted = 0;
+    PyObject *iter_error = NULL;  /* an exception the iterable raised, re-raised last */
+    for (;;) {
+        size_t count = 0;
+        while (count < BATCH) {
+            PyObject *item = PyIter_Next(it);
+            if (item == NULL) {
+                /* Items pulled before an iterator error are still put, as a loop
+                 * of put() calls would have; then the error is raised. */
+                iter_error = get_raised_exception();
+                break;
+            }
+            items[count++] = item;
+        }
+        if (count == 0) {
+            break;
+        }
+        int64_t wait_ns = timeout_ns;
+        if (timeout_ns > 0) {
+            wait_ns = deadline - monotonic_ns();
+            if (wait_ns < 0) {
+                wait_ns = 0;
+            }
+        }
+        gil_waiter w;
+        size_t taken = 0;
+        bps_status status = bps_stream_put_many(
+            self->stream, items, count, wait_ns,
+            wait_ns == 0 ? NULL : gil_waiter_init(&w, self, 0), &taken);
+        if (taken > count) {   /* never, per the ABI; keep the refcounts sane anyway */
+            taken = count;
+        }
+        accepted += (Py_ssize_t)taken;
+        for (size_t i = taken; i < count; i++) {
+            Py_DECREF((PyObject *)items[i]);   /* shed or not put: ours again */
+        }
+        if (status != BPS_OK && status != BPS_SHED) {
+            /* Put failed first, so, sequentially, the iterable never got to raise. */
+            Py_XDECREF(iter_error);
+            Py_DECREF(it);
+            set_error(self->state, status);
+            attach_accepted(accepted);
+            return NULL;
+        }
+        if (count < BATCH) {
+            break;   /* the iterator is exhausted (or failed) */
+        }
+    }
+    Py_DECREF(it);
+    if (iter_error != NULL) {
+        set_raised_exception(iter_error);
+        attach_accepted(accepted);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(accepted);
+}
+
+PyDoc_STRVAR(stream_get_many_doc,
+"get_many($self, max_items, timeout=None)\n"
+"--\n"
+"\n"
+"Remove and return a list of up to max_items of the oldest items, in order.\n"
+"\n"
+"Waits (up to timeout seconds) for at least one item, then takes what is\n"
+"there without waiting further. Raises Empty and Closed like get().");
+
+static PyObject *
+stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "timeout"};
+    static const arg_spec spec = {"get_many", names, 2, 0, 2, 1};
+    PyObject *argv[2];
+    int64_t timeout_ns;
+    CHECK_INIT(self);
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    /* NULL: out-of-range values clamp, so a huge max_items means "all there is". */
+    Py_ssize_t max_items = PyNumber_AsSsize_t(argv[0], NULL);
+    if (max_items == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (max_items < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+        return NULL;
+    }
+    if (timeout_to_ns(argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+
+    void *items[BATCH];
+    size_t want = max_items < BATCH ? (size_t)max_items : BATCH;
+    size_t count = 0;
+    gil_waiter w;
+    bps_status status = bps_stream_get_many(
+        self->stream, items, want, timeout_ns,
+        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1), &count);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    if (list == NULL) {
+        /* Out of memory: the items are already ours; all we can do is drop them. */
+        for (size_t i = 0; i < count; i++) {
+            Py_DECREF((PyObject *)items[i]);
+        }
+        return NULL;
+    }
+    for (size_t i = 0; i < count; i++) {
+        PyList_SET_ITEM(list, (Py_ssize_t)i, (PyObject *)items[i]);   /* steals */
+    }
+    Py_ssize_t total = (Py_ssize_t)count;
+    /* A full batch may mean more is waiting: take it without waiting. */
+    while (count == want && total < max_items) {
+        Py_ssize_t left = max_items - total;
+        want = left < BATCH ? (size_t)left : BATCH;
+        count = 0;
+        if (bps_stream_get_many(self->stream, items, want, 0, NULL, &count) != BPS_OK) {
+            break;   /* empty, or closed and drained: return what we have */
+        }
+        for (size_t i = 0; i < count; i++) {
+            PyObject *item = (PyObject *)items[i];
+            int r = PyList_Append(list, item);
+            Py_DECREF(item);   /* the list holds it now (or it is lost to MemoryError) */
+            if (r < 0) {
+                for (size_t j = i + 1; j < count; j++) {
+                    Py_DECREF((PyObject *)items[j]);
+                }
+                Py_DECREF(list);
+                return NULL;
+            }
+        }
+        total += (Py_ssize_t)count;
+    }
+    return list;
+}
+
+PyDoc_STRVAR(stream_close_doc,
+"close($self, /, immediate=False)\n"
+"--\n"
+"\n"
+"Close the stream: later puts raise Closed and blocked putters wake with\n"
+"Closed; getters still receive the buffered items, then Closed.\n"
+"\n"
+"With immediate=True the buffered items are discarded (released) as well and\n"
+"every waiter wakes. Closing again is harmless.");
+
+static PyObject *
+stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"immediate"};
+    static const arg_spec spec = {"close", names, 1, 0, 1, 0};
+    PyObject *argv[1];
+    CHECK_INIT(self);
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    int immediate = truth(argv[0], 0);
+    if (immediate < 0) {
+        return NULL;
+    }
+    bps_status status = bps_stream_close(self->stream, immediate ? BPS_CLOSE_IMMEDIATE : 0);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(stream_stats_doc,
+"stats($self, /)\n"
+"--\n"
+"\n"
+"Return a consistent snapshot of the stream's counters as a bpstream.Stats.\n"
+"In every snapshot produced == consumed + dropped + depth.");
+
+// Returns a new reference, or NULL with an exception set.
+static PyObject *
+u64(uint64_t v)
+{
+    return PyLong_FromUnsignedLongLong((unsigned long long)v);
+}
+
+static PyObject *
+stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_stats s;
+    memset(&s, 0, sizeof(s));
+    s.size = sizeof(s);
+    bps_status status = bps_stream_stats(self->stream, &s);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    PyObject *result = PyStructSequence_New(self->state->stats_type);
+    if (result == NULL) {
+        return NULL;
+    }
+    PyObject *fields[] = {
+        u64(s.produced),
+        u64(s.consumed),
+        u64(s.dropped),
+        u64(s.dropped_shed),
+        u64(s.dropped_evicted),
+        u64(s.dropped_cleared),
+        u64(s.dropped_on_close),
+        u64(s.rejected),
+        u64(s.depth),
+        u64(s.peak_depth),
+        s.capacity < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(s.capacity),
+        u64(s.backpressure_events),
+        u64(s.producer_waits),
+        u64(s.consumer_waits),
+        PyFloat_FromDouble((double)s.producer_wait_ns / 1e9),
+        PyFloat_FromDouble((double)s.consumer_wait_ns / 1e9),
+        u64(s.unfinished_tasks),
+        PyFloat_FromDouble(s.produced_per_second),
+        PyFloat_FromDouble(s.consumed_per_second),
+        PyFloat_FromDouble(s.window_seconds),
+        PyBool_FromLong(s.closed),
+    };
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)(sizeof(fields) / sizeof(fields[0])); i++) {
+        if (fields[i] == NULL) {
+            failed = 1;
+            continue;
+        }
+        PyStructSequence_SetItem(result, i, fields[i]);   /* steals */
+    }
+    if (failed) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+PyDoc_STRVAR(stream_enter_doc,
+"__enter__($self, /)\n"
+"--\n"
+"\n"
+"Return self.");
+
+static PyObject *
+stream_enter(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self);
+}
+
+PyDoc_STRVAR(stream_exit_doc,
+"__exit__($self, exc_type, exc_value, traceback, /)\n"
+"--\n"
+"\n"
+"Close the stream (not immediately: getters can still drain it).");
+
+static PyObject *
+stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    CHECK_INIT(self);
+    bps_status status = bps_stream_close(self->stream, 0);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Iteration: `for item in stream` is get() until closed and drained. */
+static PyObject *
+stream_iter(StreamObject *self)
+{
+    CHECK_INIT(self);
+    return Py_NewRef(self);
+}
+
+static PyObject *
+stream_iternext(StreamObject *self)
+{
+    CHECK_INIT(self);
+    gil_waiter w;
+    void *item;
+    bps_status status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
+    if (status == BPS_OK) {
+        return (PyObject *)item;
+    }
+    if (status == BPS_CLOSED) {
+        return NULL;   /* StopIteration, without the cost of an exception */
+    }
+    return set_error(self->state, status);
+}
+
+static Py_ssize_t
+stream_len(StreamObject *self)
+{
+    if (self->stream == NULL) {
+        not_initialized(self);
+        return -1;
+    }
+    uint64_t depth = 0;
+    bps_status status = bps_stream_depth(self->stream, &depth);
+    if (status != BPS_OK) {
+        set_error(self->state, status);
+        return -1;
+    }
+    return (Py_ssize_t)depth;
+}
+
+static PyObject *
+stream_repr(StreamObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject *qualname = PyType_GetQualName(type);
+    if (qualname == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    if (module == NULL) {
+        PyErr_Clear();
+    }
+    PyObject *name;
+    if (module != NULL && PyUnicode_Check(module)
+        && PyUnicode_CompareWithASCIIString(module, "builtins") != 0) {
+        name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    else {
+        name = Py_NewRef(qualname);
+    }
+    Py_XDECREF(module);
+    Py_DECREF(qualname);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *result;
+    if (self->stream == NULL) {
+        result = PyUnicode_FromFormat("<%U uninitialized>", name);
+        Py_DECREF(name);
+        return result;
+    }
+    int64_t capacity = 0;
+    uint64_t depth = 0;
+    int closed = 0;
+    (void)bps_stream_capacity(self->stream, &capacity);
+    (void)bps_stream_depth(self->stream, &depth);
+    (void)bps_stream_is_closed(self->stream, &closed);
+    PyObject *capacity_obj = capacity < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(capacity);
+    if (capacity_obj == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    result = PyUnicode_FromFormat("<%U capacity=%R policy='%s' depth=%llu closed=%s>",
+                                  name, capacity_obj, policy_names[self->policy],
+                                  (unsigned long long)depth, closed ? "True" : "False");
+    Py_DECREF(capacity_obj);
+    Py_DECREF(name);
+    return result;
+}
+
+/* Properties */
+
+static PyObject *
+stream_get_closed(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    int closed = 0;
+    bps_status status = bps_stream_is_closed(self->stream, &closed);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    return PyBool_FromLong(closed);
+}
+
+static PyObject *
+stream_get_capacity(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    int64_t capacity = 0;
+    bps_status status = bps_stream_capacity(self->stream, &capacity);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    if (capacity < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(capacity);
+}
+
+static PyObject *
+stream_get_policy(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    return Py_NewRef(self->state->policy_members[self->policy]);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))stream_put, METH_FASTCALL | METH_KEYWORDS,
+     stream_put_doc},
+    {"put_nowait", (PyCFunction)stream_put_nowait, METH_O, stream_put_nowait_doc},
+    {"get", (PyCFunction)(void (*)(void))stream_get, METH_FASTCALL | METH_KEYWORDS,
+     stream_get_doc},
+    {"get_nowait", (PyCFunction)stream_get_nowait, METH_NOARGS, stream_get_nowait_doc},
+    {"put_many", (PyCFunction)(void (*)(void))stream_put_many,
+     METH_FASTCALL | METH_KEYWORDS, stream_put_many_doc},
+    {"get_many", (PyCFunction)(void (*)(void))stream_get_many,
+     METH_FASTCALL | METH_KEYWORDS, stream_get_many_doc},
+    {"close", (PyCFunction)(void (*)(void))stream_close, METH_FASTCALL | METH_KEYWORDS,
+     stream_close_doc},
+    {"stats", (PyCFunction)stream_stats, METH_NOARGS, stream_stats_doc},
+    {"__enter__", (PyCFunction)stream_enter, METH_NOARGS, stream_enter_doc},
+    {"__exit__", (PyCFunction)(void (*)(void))stream_exit, METH_FASTCALL, stream_exit_doc},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     PyDoc_STR("See PEP 585")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef stream_getset[] = {
+    {"closed", (getter)stream_get_closed, NULL,
+     PyDoc_STR("True once close() has been called."), NULL},
+    {"capacity", (getter)stream_get_capacity, NULL,
+     PyDoc_STR("The most items the stream buffers (None: unbounded). Read-only."), NULL},
+    {"policy", (getter)stream_get_policy, NULL,
+     PyDoc_STR("What a full stream does with the next put (a bpstream.Policy)."), NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef stream_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(StreamObject, weakreflist), Py_READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(stream_doc,
+"BoundedStream(capacity, policy='block')\n"
+"--\n"
+"\n"
+"A bounded, thread-safe FIFO stream with explicit backpressure.\n"
+"\n"
+"capacity is the most items it buffers (1 to 2**30). policy says what a put\n"
+"into a full stream does: 'block' (wait for room), 'drop_oldest' (evict the\n"
+"oldest item), 'drop_newest' (shed the new item), 'reject' (raise Full) or\n"
+"'drop_all' (clear the backlog); a bpstream.Policy member works too.\n"
+"\n"
+"Iterating yields items like get() until the stream is closed and drained;\n"
+"`with BoundedStream(n) as s:` closes it on exit. len() is the current depth.\n"
+"Blocking calls release the GIL while they wait and stay responsive to Ctrl-C.");
+
+static PyType_Slot stream_slots[] = {
+    {Py_tp_doc, (void *)stream_doc},
+    {Py_tp_new, stream_new},
+    {Py_tp_init, stream_init},
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_traverse, stream_traverse},
+    {Py_tp_clear, stream_clear},
+    {Py_tp_repr, stream_repr},
+    {Py_tp_iter, stream_iter},
+    {Py_tp_iternext, stream_iternext},
+    {Py_tp_methods, stream_methods},
+    {Py_tp_getset, stream_getset},
+    {Py_tp_members, stream_members},
+    {Py_sq_length, stream_len},
+    {0, NULL},
+};
+
+static PyType_Spec stream_spec = {
+    .name = "bpstream.BoundedStream",
+    .basicsize = sizeof(StreamObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = stream_slots,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Queue: queue.Queue's signatures over the same stream                      */
+/* ------------------------------------------------------------------------- */
+
+/* Borrows block and timeout (either may be NULL). queue.Queue's rule: block=False
+ * ignores the timeout; block=True validates it. Returns 0 or -1. */
+static int
+queue_timeout(PyObject *block_obj, PyObject *timeout_obj, int64_t *out)
+{
+    int block = truth(block_obj, 1);
+    if (block < 0) {
+        return -1;
+    }
+    if (!block) {
+        *out = 0;
+        return 0;
+    }
+    return timeout_to_ns(timeout_obj, out);
+}
+
+static int
+queue_init(StreamObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"maxsize", "policy", NULL};
+    PyObject *maxsize_obj = NULL, *policy_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Queue", kwlist,
+                                     &maxsize_obj, &policy_obj)) {
+        return -1;
+    }
+    int64_t capacity = BPS_CAPACITY_UNBOUNDED;
+    if (maxsize_obj != NULL) {
+        int overflow;
+        long long maxsize = PyLong_AsLongLongAndOverflow(maxsize_obj, &overflow);
+        if (maxsize == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow > 0 || maxsize > BPS_CAPACITY_MAX) {
+            PyErr_Format(PyExc_ValueError, "maxsize must be at most %lld, got %R",
+                         (long long)BPS_CAPACITY_MAX, maxsize_obj);
+            return -1;
+        }
+        if (overflow == 0 && maxsize > 0) {
+            capacity = maxsize;
+        }
+    }
+    bps_policy policy = BPS_POLICY_BLOCK;
+    if (policy_obj != NULL && policy_from_object(policy_obj, &policy) < 0) {
+        return -1;
+    }
+    return stream_setup(self, capacity, policy);
+}
+
+PyDoc_STRVAR(queue_put_doc,
+"put($self, /, item, block=True, timeout=None)\n"
+"--\n"
+"\n"
+"Put an item into the queue, as queue.Queue.put does.\n"
+"\n"
+"If block is true and timeout is None, wait until a slot is free; with a\n"
+"non-negative timeout, wait at most that many seconds and raise Full if no\n"
+"slot was free in time. If block is false, put the item if a slot is free at\n"
+"once, else raise Full (timeout is ignored). A non-'block' policy decides\n"
+"instead what a full queue does. Raises ShutDown after shutdown().");
+
+static PyObject *
+queue_put(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    CHECK_INIT(self);
+    if (nargs == 1 && kwnames == NULL) {   /* fast path: put(item) */
+        return queue_put_result(self, do_put(self, args[0], -1));
+    }
+    static const char *const names[] = {"item", "block", "timeout"};
+    static const arg_spec spec = {"put", names, 3, 0, 3, 1};
+    PyObject *argv[3];
+    int64_t timeout_ns;
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || queue_timeout(argv[1], argv[2], &timeout_ns) < 0) {
+        return NULL;
+    }
+    return queue_put_result(self, do_put(self, argv[0], timeout_ns));
+}
+
+PyDoc_STRVAR(queue_put_nowait_doc,
+"put_nowait($self, /, item)\n"
+"--\n"
+"\n"
+"Put an item without blocking: the same as put(item, block=False).");
+
+static PyObject *
+queue_put_nowait(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    CHECK_INIT(self);
+    if (nargs == 1 && kwnames == NULL) {
+        return queue_put_result(self, do_put(self, args[0], 0));
+    }
+    static const char *const names[] = {"item"};
+    static const arg_spec spec = {"put_nowait", names, 1, 0, 1, 1};
+    PyObject *argv[1];
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    return queue_put_result(self, do_put(self, argv[0], 0));
+}
+
+PyDoc_STRVAR(queue_get_doc,
+"get($self, /, block=True, timeout=None)\n"
+"--\n"
+"\n"
+"Remove and return an item from the queue, as queue.Queue.get does.\n"
+"\n"
+"If block is true and timeout is None, wait until an item is available; with\n"
+"a non-negative timeout, wait at most that many seconds and raise Empty if\n"
+"none came. If block is false, return an item if one is there at once, else\n"
+"raise Empty (timeout is ignored). Raises ShutDown once the queue is shut\n"
+"down and drained (at once after shutdown(immediate=True)).");
+
+static PyObject *
+queue_get(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    CHECK_INIT(self);
+    if (nargs == 0 && kwnames == NULL) {   /* fast path: get() */
+        return do_get(self, -1);
+    }
+    static const char *const names[] = {"block", "timeout"};
+    static const arg_spec spec = {"get", names, 2, 0, 2, 0};
+    PyObject *argv[2];
+    int64_t timeout_ns;
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || queue_timeout(argv[0], argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+    return do_get(self, timeout_ns);
+}
+
+PyDoc_STRVAR(queue_get_nowait_doc,
+"get_nowait($self, /)\n"
+"--\n"
+"\n"
+"Remove and return an item without blocking: the same as get(False).");
+
+PyDoc_STRVAR(queue_qsize_doc,
+"qsize($self, /)\n"
+"--\n"
+"\n"
+"Return the number of items in the queue (a snapshot, as in queue.Queue).");
+
+static PyObject *
+queue_qsize(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = stream_len(self);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(queue_empty_doc,
+"empty($self, /)\n"
+"--\n"
+"\n"
+"Return True if the queue is empty (a snapshot, as in queue.Queue).");
+
+static PyObject *
+queue_empty(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = stream_len(self);
+    return n < 0 ? NULL : PyBool_FromLong(n == 0);
+}
+
+PyDoc_STRVAR(queue_full_doc,
+"full($self, /)\n"
+"--\n"
+"\n"
+"Return True if the queue is bounded and full (a snapshot, as in\n"
+"queue.Queue).");
+
+static PyObject *
+queue_full(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    int64_t capacity = 0;
+    uint64_t depth = 0;
+    bps_status status = bps_stream_capacity(self->stream, &capacity);
+    if (status == BPS_OK) {
+        status = bps_stream_depth(self->stream, &depth);
+    }
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    return PyBool_FromLong(capacity > 0 && depth >= (uint64_t)capacity);
+}
+
+PyDoc_STRVAR(queue_task_done_doc,
+"task_done($self, /)\n"
+"--\n"
+"\n"
+"Indicate that a formerly enqueued task is complete, as in queue.Queue.\n"
+"\n"
+"Raises ValueError if called more times than there were items put.");
+
+static PyObject *
+queue_task_done(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_status status = bps_stream_task_done(self->stream, 1);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(queue_join_doc,
+"join($self, /)\n"
+"--\n"
+"\n"
+"Block until every item put has been processed (task_done), evicted or\n"
+"discarded. Releases the GIL while waiting; Ctrl-C interrupts it.");
+
+static PyObject *
+queue_join(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    gil_waiter w;
+    bps_status status = bps_stream_join(self->stream, -1, gil_waiter_init(&w, self, 0));
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(queue_shutdown_doc,
+"shutdown($self, /, immediate=False)\n"
+"--\n"
+"\n"
+"Shut down the queue, as queue.Queue.shutdown does in Python 3.13: later\n"
+"puts raise ShutDown, blocked putters wake with ShutDown, gets drain the queue\n"
+"and then raise ShutDown. With immediate=True the queue is emptied at once\n"
+"(each discarded item counts as done for join()) and every waiter wakes.");
+
+PyDoc_STRVAR(queue_is_shutdown_doc,
+"True once shutdown() (or close()) has been called.");
+
+static PyObject *
+queue_get_maxsize(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    int64_t capacity = 0;
+    bps_status status = bps_stream_capacity(self->stream, &capacity);
+    if (status != BPS_OK) {
+        return set_error(self->state, status);
+    }
+    return PyLong_FromLongLong(capacity < 0 ? 0 : capacity);
+}
+
+static int
+queue_set_maxsize(StreamObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (self->stream == NULL) {
+        not_initialized(self);
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete maxsize");
+        return -1;
+    }
+    int overflow;
+    long long maxsize = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (maxsize == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow > 0 || maxsize > BPS_CAPACITY_MAX) {
+        PyErr_Format(PyExc_ValueError, "maxsize must be at most %lld, got %R",
+                     (long long)BPS_CAPACITY_MAX, value);
+        return -1;
+    }
+    int64_t capacity = (overflow < 0 || maxsize <= 0) ? BPS_CAPACITY_UNBOUNDED : maxsize;
+    bps_status status = bps_stream_set_capacity(self->stream, capacity);
+    if (status != BPS_OK) {
+        set_error(self->state, status);
+        return -1;
+    }
+    return 0;
+}
+
+/* A Queue is always true, like queue.Queue (which has no __len__). */
+static int
+queue_bool(PyObject *Py_UNUSED(self))
+{
+    return 1;
+}
+
+static PyMethodDef queue_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))queue_put, METH_FASTCALL | METH_KEYWORDS,
+     queue_put_doc},
+    {"put_nowait", (PyCFunction)(void (*)(void))queue_put_nowait,
+     METH_FASTCALL | METH_KEYWORDS, queue_put_nowait_doc},
+    {"get", (PyCFunction)(void (*)(void))queue_get, METH_FASTCALL | METH_KEYWORDS,
+     queue_get_doc},
+    {"get_nowait", (PyCFunction)stream_get_nowait, METH_NOARGS, queue_get_nowait_doc},
+    {"qsize", (PyCFunction)queue_qsize, METH_NOARGS, queue_qsize_doc},
+    {"empty", (PyCFunction)queue_empty, METH_NOARGS, queue_empty_doc},
+    {"full", (PyCFunction)queue_full, METH_NOARGS, queue_full_doc},
+    {"task_done", (PyCFunction)queue_task_done, METH_NOARGS, queue_task_done_doc},
+    {"join", (PyCFunction)queue_join, METH_NOARGS, queue_join_doc},
+    {"shutdown", (PyCFunction)(void (*)(void))stream_close, METH_FASTCALL | METH_KEYWORDS,
+     queue_shutdown_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef queue_getset[] = {
+    {"maxsize", (getter)queue_get_maxsize, (setter)queue_set_maxsize,
+     PyDoc_STR("The most items the queue holds; 0 means unbounded. Settable: "
+               "growing wakes blocked putters, shrinking keeps buffered items."),
+     NULL},
+    {"is_shutdown", (getter)stream_get_closed, NULL, (char *)queue_is_shutdown_doc, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(queue_doc,
+"Queue(maxsize=0, *, policy='block')\n"
+"--\n"
+"\n"
+"A drop-in replacement for queue.Queue, backed by a bpstream stream.\n"
+"\n"
+"maxsize <= 0 means unbounded. Methods and exceptions follow queue.Queue\n"
+"(including task_done/join and Python 3.13's shutdown); bpstream.Full and\n"
+"bpstream.Empty subclass queue.Full and queue.Empty. policy chooses what a\n"
+"full queue does with a put (see BoundedStream); the default blocks as\n"
+"queue.Queue does. Every BoundedStream method works too.");
+
+static PyType_Slot queue_slots[] = {
+    {Py_tp_doc, (void *)queue_doc},
+    {Py_tp_init, queue_init},
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_traverse, stream_traverse},
+    {Py_tp_clear, stream_clear},
+    {Py_tp_methods, queue_methods},
+    {Py_tp_getset, queue_getset},
+    {Py_nb_bool, queue_bool},
+    {0, NULL},
+};
+
+static PyType_Spec queue_spec = {
+    .name = "bpstream.Queue",
+    .basicsize = sizeof(StreamObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = queue_slots,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Stats                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static PyStructSequence_Field stats_fields[] = {
+    {"produced", "items handed over by a successful put, shed ones included"},
+    {"consumed", "items taken out by get"},
+    {"dropped", "dropped_shed + dropped_evicted + dropped_cleared + dropped_on_close"},
+    {"dropped_shed", "items shed on arrival (drop_newest)"},
+    {"dropped_evicted", "items evicted from the front (drop_oldest)"},
+    {"dropped_cleared", "items cleared with the backlog (drop_all)"},
+    {"dropped_on_close", "items discarded by an immediate close"},
+    {"rejected", "puts that failed: reject policy, timeout, non-blocking put"},
+    {"depth", "items buffered now"},
+    {"peak_depth", "the most items ever buffered at once"},
+    {"capacity", "current capacity, or None if unbounded"},
+    {"backpressure_events", "puts that had to wait, or that shed/evicted/cleared"},
+    {"producer_waits", "puts that had to wait"},
+    {"consumer_waits", "gets that had to wait"},
+    {"producer_wait_seconds", "total time producers spent waiting"},
+    {"consumer_wait_seconds", "total time consumers spent waiting"},
+    {"unfinished_tasks", "items put and not yet marked done (task_done)"},
+    {"produced_per_second", "put rate over the recent window"},
+    {"consumed_per_second", "get rate over the recent window"},
+    {"window_seconds", "the span the two rates cover (about 1 s)"},
+    {"closed", "True once closed"},
+    {NULL, NULL},
+};
+
+PyDoc_STRVAR(stats_doc,
+"A snapshot of a stream's counters (BoundedStream.stats()).\n"
+"\n"
+"Identities: produced == consumed + dropped + depth and\n"
+"dropped == dropped_shed + dropped_evicted + dropped_cleared + dropped_on_close.");
+
+static PyStructSequence_Desc stats_desc = {
+    "bpstream.Stats",
+    stats_doc,
+    stats_fields,
+    (int)(sizeof(stats_fields) / sizeof(stats_fields[0])) - 1,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Module                                                                    */
+/* ------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(abi_version_doc,
+"abi_version($module, /)\n"
+"--\n"
+"\n"
+"Return the ABI version of the libbpstream library actually loaded.");
+
+static PyObject *
+bpstream_abi_version(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(bps_abi_version());
+}
+
+static PyMethodDef module_methods[] = {
+    {"abi_version", bpstream_abi_version, METH_NOARGS, abi_version_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(full_doc, "Raised when a put finds the stream full (subclass of queue.Full).");
+PyDoc_STRVAR(empty_doc, "Raised when a get finds no item in time (subclass of queue.Empty).");
+PyDoc_STRVAR(closed_doc,
+"Raised by puts on a closed stream and by gets once it is closed and drained.\n"
+"Subclass of queue.ShutDown where that exists (Python 3.13+); bpstream.ShutDown\n"
+"is this class.");
+PyDoc_STRVAR(policy_doc,
+"What a full stream does with the next put (a str enum: Policy.BLOCK == 'block').");
+
+// Returns a new reference: the class bpstream.Policy, an enum.StrEnum.
+static PyObject *
+make_policy_enum(void)
+{
+    PyObject *enum_module = NULL, *str_enum = NULL, *members = NULL, *args = NULL,
+             *kwargs = NULL, *result = NULL, *doc = NULL;
+    enum_module = PyImport_ImportModule("enum");
+    if (enum_module == NULL) {
+        goto done;
+    }
+    str_enum = PyObject_GetAttrString(enum_module, "StrEnum");
+    if (str_enum == NULL) {
+        goto done;
+    }
+    members = PyList_New(N_POLICIES);
+    if (members == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < N_POLICIES; i++) {
+        PyObject *pair = Py_BuildValue("(ss)", policy_member_names[i], policy_names[i]);
+        if (pair == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(members, i, pair);
+    }
+    args = Py_BuildValue("(sO)", "Policy", members);
+    kwargs = Py_BuildValue("{ss}", "module", "bpstream");
+    if (args == NULL || kwargs == NULL) {
+        goto done;
+    }
+    result = PyObject_Call(str_enum, args, kwargs);
+    if (result == NULL) {
+        goto done;
+    }
+    doc = PyUnicode_FromString(policy_doc);
+    if (doc == NULL || PyObject_SetAttrString(result, "__doc__", doc) < 0) {
+        Py_CLEAR(result);
+    }
+done:
+    Py_XDECREF(doc);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(members);
+    Py_XDECREF(str_enum);
+    Py_XDECREF(enum_module);
+    return result;
+}
+
+static int
+bpstream_exec(PyObject *module)
+{
+    module_state *st = get_module_state(module);
+    PyObject *queue_module = NULL, *threading = NULL, *main_thread = NULL, *ident = NULL;
+    PyObject *base;
+    int rc = -1;
+
+    if (bps_abi_version() != BPS_ABI_VERSION) {
+        PyErr_Format(PyExc_ImportError,
+                     "bpstream: libbpstream ABI version %u, but the extension was built "
+                     "for version %d", (unsigned)bps_abi_version(), BPS_ABI_VERSION);
+        return -1;
+    }
+
+    /* The main thread is the one that runs signal handlers, wherever we are imported. */
+    threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        goto done;
+    }
+    main_thread = PyObject_CallMethod(threading, "main_thread", NULL);
+    if (main_thread == NULL) {
+        goto done;
+    }
+    ident = PyObject_GetAttrString(main_thread, "ident");
+    if (ident == NULL) {
+        goto done;
+    }
+    st->main_thread = PyLong_AsUnsignedLong(ident);
+    if (st->main_thread == (unsigned long)-1 && PyErr_Occurred()) {
+        goto done;
+    }
+
+    queue_module = PyImport_ImportModule("queue");
+    if (queue_module == NULL) {
+        goto done;
+    }
+    base = PyObject_GetAttrString(queue_module, "Full");
+    if (base == NULL) {
+        goto done;
+    }
+    st->Full = PyErr_NewExceptionWithDoc("bpstream.Full", full_doc, base, NULL);
+    Py_DECREF(base);
+    if (st->Full == NULL || PyModule_AddObjectRef(module, "Full", st->Full) < 0) {
+        goto done;
+    }
+    base = PyObject_GetAttrString(queue_module, "Empty");
+    if (base == NULL) {
+        goto done;
+    }
+    st->Empty = PyErr_NewExceptionWithDoc("bpstream.Empty", empty_doc, base, NULL);
+    Py_DECREF(base);
+    if (st->Empty == NULL || PyModule_AddObjectRef(module, "Empty", st->Empty) < 0) {
+        goto done;
+    }
+    base = PyObject_GetAttrString(queue_module, "ShutDown");   /* Python 3.13+ */
+    if (base == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            goto done;
+        }
+        PyErr_Clear();
+        base = Py_NewRef(PyExc_Exception);
+    }
+    st->Closed = PyErr_NewExceptionWithDoc("bpstream.Closed", closed_doc, base, NULL);
+    Py_DECREF(base);
+    if (st->Closed == NULL || PyModule_AddObjectRef(module, "Closed", st->Closed) < 0) {
+        goto done;
+    }
+
+    st->policy_enum = make_policy_enum();
+    if (st->policy_enum == NULL
+        || PyModule_AddObjectRef(module, "Policy", st->policy_enum) < 0) {
+        goto done;
+    }
+    for (int i = 0; i < N_POLICIES; i++) {
+        st->policy_members[i] = PyObject_GetAttrString(st->policy_enum,
+                                                        policy_member_names[i]);
+        if (st->policy_members[i] == NULL) {
+            goto done;
+        }
+    }
+
+    st->stats_type = PyStructSequence_NewType(&stats_desc);
+    if (st->stats_type == NULL
+        || PyModule_AddObjectRef(module, "Stats", (PyObject *)st->stats_type) < 0) {
+        goto done;
+    }
+
+    st->stream_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &stream_spec, NULL);
+    if (st->stream_type == NULL || PyModule_AddType(module, st->stream_type) < 0) {
+        goto done;
+    }
+    st->queue_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &queue_spec, (PyObject *)st->stream_type);
+    if (st->queue_type == NULL || PyModule_AddType(module, st->queue_type) < 0) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(queue_module);
+    Py_XDECREF(ident);
+    Py_XDECREF(main_thread);
+    Py_XDECREF(threading);
+    return rc;
+}
+
+static int
+bpstream_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    module_state *st = get_module_state(module);
+    Py_VISIT(st->stream_type);
+    Py_VISIT(st->queue_type);
+    Py_VISIT(st->stats_type);
+    Py_VISIT(st->Full);
+    Py_VISIT(st->Empty);
+    Py_VISIT(st->Closed);
+    Py_VISIT(st->policy_enum);
+    for (int i = 0; i < N_POLICIES; i++) {
+        Py_VISIT(st->policy_members[i]);
+    }
+    return 0;
+}
+
+static int
+bpstream_clear(PyObject *module)
+{
+    module_state *st = get_module_state(module);
+    Py_CLEAR(st->stream_type);
+    Py_CLEAR(st->queue_type);
+    Py_CLEAR(st->stats_type);
+    Py_CLEAR(st->Full);
+    Py_CLEAR(st->Empty);
+    Py_CLEAR(st->Closed);
+    Py_CLEAR(st->policy_enum);
+    for (int i = 0; i < N_POLICIES; i++) {
+        Py_CLEAR(st->policy_members[i]);
+    }
+    return 0;
+}
+
+static void
+bpstream_free(void *module)
+{
+    (void)bpstream_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot bpstream_slots[] = {
+    {Py_mod_exec, bpstream_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* Shared GIL only: release_item() relies on PyGILState, which knows one
+     * interpreter per thread. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    /* getters_waiting and the waiter hooks rely on the GIL. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"Native core of bpstream: BoundedStream and Queue over libbpstream's C ABI.\n"
+"Import the public API from bpstream, not from here.");
+
+static struct PyModuleDef bpstream_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "bpstream._bpstream",
+    .m_doc = module_doc,
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = bpstream_slots,
+    .m_traverse = bpstream_traverse,
+    .m_clear = bpstream_clear,
+    .m_free = bpstream_free,
+};
+
+PyMODINIT_FUNC
+PyInit__bpstream(void)
+{
+    return PyModuleDef_Init(&bpstream_module);
+}

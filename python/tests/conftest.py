@@ -1,0 +1,84 @@
+"""pytest configuration for the bpstream suite.
+
+Run from the repository root with `PYTHONPATH=python python3 -m pytest python/tests -q`
+(or `make test`). Helpers live in support.py; fixtures live here.
+"""
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    import bpstream
+except ImportError:
+    # Not installed and no PYTHONPATH: fall back to the in-tree package (python/bpstream).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import bpstream
+
+from support import Interrupted
+
+
+def pytest_report_header(config):
+    return f"bpstream {bpstream.__version__} from {bpstream.__file__}"
+
+
+@pytest.fixture
+def make_stream():
+    """BoundedStream factory; every stream made is closed immediately at teardown, so a
+    daemon thread left blocked by a failing test is released."""
+    made = []
+
+    def make(capacity=3, policy="block"):
+        stream = bpstream.BoundedStream(capacity, policy)
+        made.append(stream)
+        return stream
+
+    yield make
+    for stream in made:
+        stream.close(immediate=True)
+
+
+@pytest.fixture
+def interrupter():
+    """interrupter(after) -> a record whose `sent_at` is set when SIGUSR1 reaches the main
+    thread `after` seconds later; the handler raises Interrupted. Main thread only.
+
+    A custom signal and exception (not SIGINT) so that a product bug cannot abort the
+    whole pytest session with a stray KeyboardInterrupt.
+    """
+    assert threading.current_thread() is threading.main_thread()
+    main_ident = threading.main_thread().ident
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    timers = []
+
+    class Shot:
+        sent_at = None
+
+    def arm(after):
+        shot = Shot()
+
+        def fire():
+            shot.sent_at = time.monotonic()
+            signal.pthread_kill(main_ident, signal.SIGUSR1)
+
+        timer = threading.Timer(after, fire)
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
+        return shot
+
+    try:
+        yield arm
+    finally:
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+        signal.signal(signal.SIGUSR1, previous)
