@@ -438,3 +438,21 @@ public func abiReaderStop(_ reader: OpaquePointer?) -> bps_status {
     unmanaged.release()
     return BPS_OK
 }
+
+@_cdecl("bps_stream_requeue")
+public func abiStreamRequeue(
+    _ stream: OpaquePointer?, _ items: UnsafePointer<UnsafeMutableRawPointer?>?, _ count: Int
+) -> bps_status {
+    withStream(stream) { stream in
+        guard count >= 0, count == 0 || items != nil else { return BPS_INVALID_ARGUMENT }
+        guard count > 0, let items else { return BPS_OK }
+        var pointers: [UnsafeMutableRawPointer] = []
+        pointers.reserveCapacity(count)
+        for item in UnsafeBufferPointer(start: items, count: count) {
+            guard let item else { return BPS_INVALID_ARGUMENT }
+            pointers.append(item)
+        }
+        stream.requeue(pointers)
+        return BPS_OK
+    }
+}

@@ -76,12 +76,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
-        let action = state.put(item)
-        if case .stored(let wakeConsumer) = action {  // the hot path
+        if state.storeIfRoom(item) {  // the hot path
+            let wakeConsumer = state.waitingConsumers > 0
             lock.unlock()
             if wakeConsumer { notEmpty.signal() }
             return .stored
         }
+        let action = state.put(item)
         if case .mustWait = action {
             return putWaiting(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         }
@@ -243,12 +244,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         timeoutNanoseconds: Int64, observer: inout Observer
     ) -> Result<Element, GetFailure> {
         lock.lock()
-        let action = state.get()
-        if case .item(let item, let wakeProducer) = action {  // the hot path
+        if let item = state.takeIfAny() {  // the hot path
+            let wakeProducer = state.producerCanProceed
             lock.unlock()
             if wakeProducer { notFull.signal() }
             return .success(item)
         }
+        let action = state.get()
         if case .closed(let failure) = action {
             lock.unlock()
             return .failure(failure.map(GetFailure.failed) ?? .closed)
@@ -359,6 +361,23 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             allTasksDone.broadcast()
         }
         if let onDrop { for item in action.discarded { onDrop(item, .discardedOnClose) } }
+    }
+
+    /// Hands back items a consumer took but will not use (for example, what a prefetching
+    /// iterator still held when it was dropped): they go back to the FRONT, oldest first,
+    /// as if never taken (`consumed` goes down). Capacity is not checked. After an immediate
+    /// close they are discarded instead (`onDrop`, counted as dropped on close).
+    public func requeue(_ items: [Element]) {
+        guard !items.isEmpty else { return }
+        lock.lock()
+        let action = state.requeue(items)
+        lock.unlock()
+        switch action {
+        case .requeued(let wakeConsumers):
+            if wakeConsumers { notEmpty.broadcast() }
+        case .discard(let items):
+            if let onDrop { for item in items { onDrop(item, .discardedOnClose) } }
+        }
     }
 
     /// Marks `count` items processed (`queue.Queue.task_done`).

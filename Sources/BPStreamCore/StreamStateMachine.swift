@@ -26,6 +26,9 @@ struct StreamStateMachine<Element> {
     /// Set when the close that closed the stream carried a producer's error; gets report it
     /// (instead of a plain `closed`) once drained.
     @usableFromInline var failure: ProducerFailure? = nil
+    /// Set by an immediate close: the backlog was discarded, and anything handed back
+    /// later (`requeue`) is discarded too.
+    @usableFromInline var discardsBacklog = false
     /// Every counter of the snapshot except depth, capacity and rates (derived on demand).
     @usableFromInline var counters = StreamStats()
     /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
@@ -64,6 +67,30 @@ struct StreamStateMachine<Element> {
         /// The stream is closed; nothing counted; the caller keeps the item.
         case closed
     }
+
+    /// The hot path of `put`, small enough to inline into the caller: stores `item` if
+    /// the stream is open and below capacity, and returns whether it did. When it returns
+    /// `false` nothing changed and the full `put` decides.
+    @inlinable @inline(__always)
+    mutating func storeIfRoom(_ item: Element) -> Bool {
+        guard !isClosed, buffer.count < capacity else { return false }
+        store(item)
+        return true
+    }
+
+    /// The hot path of `get`: takes the oldest item if there is one. When it returns `nil`
+    /// nothing changed and the full `get` decides.
+    @inlinable @inline(__always)
+    mutating func takeIfAny() -> Element? {
+        guard let item = buffer.popFirst() else { return nil }
+        counters.consumed &+= 1
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        return item
+    }
+
+    /// Whether a parked producer should be woken now (someone waits, and there is room).
+    @inlinable @inline(__always)
+    var producerCanProceed: Bool { waitingProducers > 0 && buffer.count < capacity }
 
     @inlinable
     mutating func put(_ item: Element) -> PutAction {
@@ -115,7 +142,7 @@ struct StreamStateMachine<Element> {
         counters.droppedShed &+= UInt64(count)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     mutating func store(_ item: Element) {
         buffer.append(item)
         counters.produced &+= 1
@@ -215,6 +242,7 @@ struct StreamStateMachine<Element> {
     mutating func close(immediate: Bool, failure: ProducerFailure? = nil) -> CloseAction {
         if !isClosed { self.failure = failure }
         isClosed = true
+        if immediate { discardsBacklog = true }
         var discarded = Deque<Element>()
         if immediate && !buffer.isEmpty {
             swap(&discarded, &buffer)
@@ -223,6 +251,34 @@ struct StreamStateMachine<Element> {
         }
         let wakeAll = waitingProducers > 0 || waitingConsumers > 0 || waitingJoiners > 0
         return CloseAction(discarded: discarded, wakeAll: wakeAll)
+    }
+
+    // MARK: requeue (a consumer hands back items it took but did not use)
+
+    @usableFromInline
+    enum RequeueAction {
+        /// Back at the front; wake consumers if `wakeConsumers`.
+        case requeued(wakeConsumers: Bool)
+        /// The stream was closed immediately: release them (counted as dropped on close).
+        case discard([Element])
+    }
+
+    /// Puts `items` (oldest first) back at the front, as if they had never been taken:
+    /// `consumed` goes down by their number. Capacity is not checked: they held room a
+    /// moment ago, and a consumer handing them back must never block or lose them.
+    @usableFromInline
+    mutating func requeue(_ items: [Element]) -> RequeueAction {
+        let count = UInt64(items.count)
+        counters.consumed -= Swift.min(count, counters.consumed)
+        if discardsBacklog {
+            counters.droppedOnClose &+= count
+            _ = finishTasks(count)
+            return .discard(items)
+        }
+        buffer.prepend(contentsOf: items)
+        let depth = UInt64(buffer.count)
+        if depth > counters.peakDepth { counters.peakDepth = depth }
+        return .requeued(wakeConsumers: waitingConsumers > 0)
     }
 
     // MARK: tasks (queue.Queue's task_done / join)

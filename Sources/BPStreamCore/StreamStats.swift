@@ -87,7 +87,7 @@ struct RateWindow {
     }
 
     /// Counts one operation; every so often reads the clock and maybe records a sample.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func tick(produced: UInt64, consumed: UInt64) {
         operationsSinceClockRead &+= 1
         if operationsSinceClockRead >= Self.operationsPerClockRead {

@@ -229,6 +229,12 @@ bps_status bps_stream_get_many(bps_stream *stream, void **out_items, size_t max_
                                int64_t timeout_ns, const bps_waiter *waiter,
                                size_t *out_count);
 
+/* Hands back items[0..count) that a consumer got but will not use (a prefetching
+ * iterator being dropped): they go back to the FRONT of the stream, oldest first, as if
+ * never taken (consumed goes down), whatever the capacity. Moves the items INTO the stream
+ * (after an immediate close they are released instead, counted as dropped on close). */
+bps_status bps_stream_requeue(bps_stream *stream, void *const *items, size_t count);
+
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.
  * Closing twice is fine (the second call can still discard with IMMEDIATE). */
