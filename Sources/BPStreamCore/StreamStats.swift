@@ -103,18 +103,21 @@ struct RateWindow {
         samples.append(Sample(time: now, produced: produced, consumed: consumed))
     }
 
-    /// Rates from the oldest sample inside the window (or the newest one before it, when the
-    /// stream has been quiet) up to now.
+    /// Rates from the newest sample at least one window old (the oldest one, while the
+    /// stream is younger than a window) up to now: the span is a window or a little more,
+    /// never a sliver, so a quiet spell reads as a low rate, not as noise.
     @usableFromInline
     func rates(now: Int64, produced: UInt64, consumed: UInt64) -> (Double, Double, Double) {
         var base = samples[0]
-        for sample in samples where now - sample.time <= Self.window {
+        for sample in samples.reversed() where now - sample.time >= Self.window {
             base = sample
             break
         }
-        if now - base.time > Self.window, let newest = samples.last { base = newest }
         let span = Double(now - base.time) / 1e9
         guard span > 0 else { return (0, 0, 0) }
-        return (Double(produced - base.produced) / span, Double(consumed - base.consumed) / span, span)
+        // consumed can go down (requeue): never report a negative rate.
+        let producedDelta = produced >= base.produced ? produced - base.produced : 0
+        let consumedDelta = consumed >= base.consumed ? consumed - base.consumed : 0
+        return (Double(producedDelta) / span, Double(consumedDelta) / span, span)
     }
 }
