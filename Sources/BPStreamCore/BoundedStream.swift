@@ -216,7 +216,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             case .shed:
                 // Under the lock nothing can make room, so every later item is shed too.
                 let rest = items.distance(from: index, to: items.endIndex) - 1
-                if rest > 0 { state.recordShedWithoutEvent(rest) }
+                if rest > 0 { state.recordShed(rest) }
                 outcome = .shed
                 break loop
             case .rejected, .mustWait:

@@ -126,20 +126,13 @@ struct StreamStateMachine<Element> {
         }
     }
 
-    /// Counts `count` items as produced and shed (one backpressure event: one put call).
+    /// Counts `count` items as produced and shed (a backpressure event each).
     @inlinable
     mutating func recordShed(_ count: Int) {
         counters.produced &+= UInt64(count)
         counters.droppedShed &+= UInt64(count)
-        counters.backpressureEvents &+= 1
+        counters.backpressureEvents &+= UInt64(count)
         rate.tick(produced: counters.produced, consumed: counters.consumed)
-    }
-
-    /// Counts `count` more items of the same put call as produced and shed.
-    @inlinable
-    mutating func recordShedWithoutEvent(_ count: Int) {
-        counters.produced &+= UInt64(count)
-        counters.droppedShed &+= UInt64(count)
     }
 
     @inlinable @inline(__always)

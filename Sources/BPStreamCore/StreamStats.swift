@@ -23,7 +23,7 @@ public struct StreamStats: Sendable, Equatable {
     public var peakDepth: UInt64 = 0
     /// The capacity now; `nil` when unbounded.
     public var capacity: Int? = nil
-    /// Puts that had to wait, or that shed, evicted or cleared.
+    /// Puts that had to wait, items shed or evicted, and backlog clears (`dropAll`).
     public var backpressureEvents: UInt64 = 0
     /// Puts that had to wait.
     public var producerWaits: UInt64 = 0

@@ -139,7 +139,7 @@ typedef struct bps_stats {
     uint64_t depth;                /* items buffered now */
     uint64_t peak_depth;           /* the most items ever buffered at once */
     int64_t capacity;              /* current capacity, or BPS_CAPACITY_UNBOUNDED */
-    uint64_t backpressure_events;  /* puts that had to wait, or that shed/evicted/cleared */
+    uint64_t backpressure_events;  /* puts that waited + items shed or evicted + backlog clears */
     uint64_t producer_waits;       /* puts that had to wait */
     uint64_t consumer_waits;       /* gets that had to wait */
     uint64_t producer_wait_ns;     /* total time producers spent waiting */
