@@ -19,7 +19,7 @@ import bpstream
 
 def indexer(stream: bpstream.BoundedStream, log: dict) -> None:
     expected, rescan_started = 0, 0.0
-    for seq, when, path in stream:
+    for seq, when, _path in stream:
         if seq != expected:  # events were cleared: the backlog is gone
             log["rescans"] += 1
             rescan_started = time.monotonic()

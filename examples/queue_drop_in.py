@@ -52,8 +52,8 @@ def main() -> None:
         print(f"put() after shutdown() raised ShutDown; is_shutdown={q.is_shutdown}")
 
     s = q.stats()
-    print(f"stats: produced={s.produced} consumed={s.consumed} dropped={s.dropped} unfinished_tasks="
-          f"{s.unfinished_tasks} producer_waits={s.producer_waits} peak_depth={s.peak_depth}")
+    print(f"stats: produced={s.produced} consumed={s.consumed} dropped={s.dropped} "
+          f"unfinished_tasks={s.unfinished_tasks} producer_waits={s.producer_waits}")
 
 
 if __name__ == "__main__":

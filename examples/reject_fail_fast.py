@@ -18,7 +18,7 @@ import bpstream
 
 
 def worker(stream: bpstream.BoundedStream, waits: list) -> None:
-    for arrived, request_id in stream:  # ends once closed and drained
+    for arrived, _request_id in stream:  # ends once closed and drained
         waits.append(time.monotonic() - arrived)
         time.sleep(0.005)  # handle the request
 
@@ -43,7 +43,8 @@ def main() -> None:
         w.join()
 
     s = stream.stats()
-    print(f"requests: {accepted + turned_away}, accepted {accepted}, turned away {turned_away} (503)")
+    print(f"requests: {accepted + turned_away}, accepted {accepted}, "
+          f"turned away {turned_away} (503)")
     print(f"served {len(waits)}; queue wait of accepted requests: "
           f"max {max(waits) * 1e3:.0f} ms, mean {sum(waits) / len(waits) * 1e3:.0f} ms")
     print(f"stats: produced={s.produced} consumed={s.consumed} rejected={s.rejected} "

@@ -236,9 +236,9 @@ final class BoundedStreamTests: XCTestCase {
     /// Every item ends in exactly one place: consumed, handed to onDrop once, or kept by
     /// the putter; and once the streams are gone, nothing is alive.
     func testEveryItemIsAccountedForExactlyOnceUnderEveryPolicy() throws {
-        let tracker = DeinitTracker()
         var rng = SplitMix64(seed: 42)
         for policy in OverflowPolicy.allCases {
+            let tracker = DeinitTracker()
             let drops = DropLog<TrackedItem> { $0.id }
             var consumed: [Int] = []
             var keptByPutter: [Int] = []
@@ -261,9 +261,9 @@ final class BoundedStreamTests: XCTestCase {
             XCTAssertEqual(Set(dropped).count, dropped.count, "\(policy): onDrop twice for one item")
             let all = consumed + dropped + keptByPutter
             XCTAssertEqual(all.sorted(), Array(0..<400), "\(policy): every item exactly once")
+            XCTAssertEqual(tracker.live, 0, "\(policy): nothing leaked")
+            XCTAssertEqual(tracker.destroyedIDs.sorted(), Array(0..<400), "\(policy): each freed once")
         }
-        XCTAssertEqual(tracker.live, 0, "nothing leaked")
-        XCTAssertEqual(Set(tracker.destroyedIDs).count, tracker.destroyedIDs.count)
     }
 
     func testOnDropRunsWithoutTheStreamLock() throws {
@@ -325,13 +325,43 @@ final class BoundedStreamTests: XCTestCase {
         assertThrows(.empty) { () throws(StreamError) in try stream.get(timeout: .seconds(-5)) }
         try stream.put(1)
         assertThrows(.full) { () throws(StreamError) in try stream.put(2, timeout: .zero) }
-        assertThrows(.full) { () throws(StreamError) in try stream.put(2, timeout: .milliseconds(-1)) }
+        assertThrows(.full) { () throws(StreamError) in try stream.put(2, timeout: .seconds(-2)) }
         var observer = NoWaitObserver()
         XCTAssertEqual(stream.put(3, timeoutNanoseconds: 0, observer: &observer), .full)
         let stats = stream.stats()
         XCTAssertEqual(stats.producerWaits, 0)
         XCTAssertEqual(stats.consumerWaits, 0)
         XCTAssertEqual(stats.rejected, 3, "non-blocking puts on a full block stream count as rejected")
+    }
+
+    /// A negative `Duration` means "do not wait", whatever its size: -1 ms must not turn
+    /// into the core's "wait forever" (a negative nanosecond count).
+    func testSubSecondNegativeTimeoutsNeverWait() throws {
+        let empty = try BoundedStream<Int>(capacity: 1)
+        let full = try BoundedStream<Int>(capacity: 1)
+        try full.put(0)
+        let getResult = Locked<StreamError?>(nil)
+        let putResult = Locked<StreamError?>(nil)
+        let getter = TestThread {
+            do throws(StreamError) { _ = try empty.get(timeout: .milliseconds(-1)) } catch {
+                getResult.withLock { $0 = error }
+            }
+        }
+        let putter = TestThread {
+            do throws(StreamError) { try full.put(1, timeout: .nanoseconds(-1_500_000_000)) } catch {
+                putResult.withLock { $0 = error }
+            }
+        }
+        let getterReturned = getter.join(timeout: 3)
+        let putterReturned = putter.join(timeout: 3)
+        // Release whatever is stuck, so no thread outlives the test.
+        empty.close()
+        full.close()
+        XCTAssertTrue(getterReturned, "get(timeout: -1 ms) waited instead of failing at once")
+        XCTAssertTrue(putterReturned, "put(timeout: -1.5 s) waited instead of failing at once")
+        if getterReturned { XCTAssertEqual(getResult.current, .empty) }
+        if putterReturned { XCTAssertEqual(putResult.current, .full) }
+        XCTAssertTrue(getter.join(timeout: 10) && putter.join(timeout: 10))
     }
 
     func testJoinTimesOutWhileTasksAreUnfinished() throws {

@@ -314,10 +314,10 @@ def report(cs: list[Contender], n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small N, one round")
-    ap.add_argument("-n", type=int, default=None, help="items per contender (default 1,000,000)")
+    ap.add_argument("-n", type=int, default=None, help="items per contender (default 2,000,000)")
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 3)")
     args = ap.parse_args(argv)
-    n = args.n or (50_000 if args.quick else 1_000_000)
+    n = args.n or (50_000 if args.quick else 2_000_000)
     rounds = args.repeat or (1 if args.quick else 3)
 
     try:

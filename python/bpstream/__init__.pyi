@@ -12,4 +12,15 @@ from ._bpstream import (
 ShutDown = Closed
 
 __version__: str
-__all__: list[str]
+__all__ = [
+    "BoundedStream",
+    "Closed",
+    "Empty",
+    "Full",
+    "Policy",
+    "Queue",
+    "ShutDown",
+    "Stats",
+    "__version__",
+    "abi_version",
+]

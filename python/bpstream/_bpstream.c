@@ -327,10 +327,14 @@ timeout_to_ns(PyObject *obj, int64_t *out)
         if (v == -1 && PyErr_Occurred()) {
             return -1;
         }
+        if (overflow > 0) {
+            *out = -1;
+            return 0;
+        }
         if (overflow < 0 || v < 0) {
             goto negative;
         }
-        *out = (overflow > 0 || v > INT64_MAX / NS_PER_SEC) ? -1 : (int64_t)v * NS_PER_SEC;
+        *out = v > INT64_MAX / NS_PER_SEC ? -1 : (int64_t)v * NS_PER_SEC;
         return 0;
     }
     else {

@@ -4,11 +4,12 @@ import queue
 import sys
 from collections.abc import Iterable, Iterator
 from types import GenericAlias, TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar, final
+from typing import Any, Final, Generic, Literal, final
 
-from typing_extensions import Self, TypeAlias
+from typing_extensions import Self, TypeAlias, TypeVar
 
-_T = TypeVar("_T")
+# Items are any Python object; BoundedStream[int] narrows it, unparameterized means Any.
+_T = TypeVar("_T", default=Any)
 
 class Policy(enum.StrEnum):
     """What a full stream does with the next put."""
@@ -37,6 +38,29 @@ class Stats(tuple[Any, ...]):
     n_fields: Final[int]
     n_sequence_fields: Final[int]
     n_unnamed_fields: Final[int]
+    __match_args__: Final = (
+        "produced",
+        "consumed",
+        "dropped",
+        "dropped_shed",
+        "dropped_evicted",
+        "dropped_cleared",
+        "dropped_on_close",
+        "rejected",
+        "depth",
+        "peak_depth",
+        "capacity",
+        "backpressure_events",
+        "producer_waits",
+        "consumer_waits",
+        "producer_wait_seconds",
+        "consumer_wait_seconds",
+        "unfinished_tasks",
+        "produced_per_second",
+        "consumed_per_second",
+        "window_seconds",
+        "closed",
+    )
     @property
     def produced(self) -> int: ...
     @property

@@ -4,6 +4,7 @@ Run from the repository root with `PYTHONPATH=python python3 -m pytest python/te
 (or `make test`). Helpers live in support.py; fixtures live here.
 """
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -24,6 +25,18 @@ from support import Interrupted
 
 def pytest_report_header(config):
     return f"bpstream {bpstream.__version__} from {bpstream.__file__}"
+
+
+# A test still running after this long is hung (the slowest takes a few seconds). Dump every
+# thread's stack and exit, rather than leave CI waiting forever on a blocked call.
+HANG_SECONDS = 180
+
+
+@pytest.fixture(autouse=True)
+def hang_guard():
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

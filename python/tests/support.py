@@ -8,6 +8,7 @@ was not cut short), never how fast.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import subprocess
@@ -61,6 +62,18 @@ class Item:
 
     def __repr__(self):
         return f"Item({self.n})"
+
+
+def refcounts(items):
+    """sys.getrefcount of each item. Indexing, not zip(): a zip iterator keeps its last tuple
+    (and so the current item) alive, which would add one to every count."""
+    gc.collect()  # drop reference cycles through tracebacks of exceptions just caught
+    return [sys.getrefcount(items[i]) for i in range(len(items))]
+
+
+def refcount_deltas(items, base):
+    now = refcounts(items)
+    return [now[i] - base[i] for i in range(len(items))]
 
 
 # ----------------------------------------------------------------------------- stats

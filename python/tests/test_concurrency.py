@@ -32,12 +32,15 @@ class Worker(threading.Thread):
 
 def produce(s, p):
     base = p * PER_PRODUCER
-    if p % 2:
-        for i in range(base, base + PER_PRODUCER):
-            s.put(i)
-    else:  # half the producers use put_many
-        for start in range(base, base + PER_PRODUCER, 100):
-            assert s.put_many(range(start, start + 100)) >= 0
+    for start in range(base, base + PER_PRODUCER, 50):
+        if p % 2:
+            for i in range(start, start + 50):
+                s.put(i)
+        else:  # half the producers use put_many
+            assert s.put_many(range(start, start + 50)) >= 0
+        # Let the consumers in: with a lossy policy nothing else makes a producer wait,
+        # and one GIL switch interval (5 ms) is enough to run far ahead of them.
+        time.sleep(0)
 
 
 def consume(s, c, out):

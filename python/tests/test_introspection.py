@@ -154,7 +154,7 @@ def test_help_documents_the_methods():
     text = pydoc.render_doc(bpstream.BoundedStream, renderer=pydoc.plaintext)
     for name in PUBLIC_METHODS:
         doc = inspect.getdoc(getattr(bpstream.BoundedStream, name))
-        assert doc and len(doc) > 20, f"{name} has no docstring"
+        assert doc and len(doc) >= 10, f"{name} has no docstring"
         assert name in text
         assert doc.splitlines()[0].strip() in text, name
     assert inspect.getdoc(bpstream.BoundedStream)

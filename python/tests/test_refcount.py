@@ -12,15 +12,12 @@ import weakref
 import pytest
 
 import bpstream
-from support import Item, drain, finishes
+from support import Item, drain, finishes, refcount_deltas, refcounts
 
 
 def rc(x):
+    gc.collect()  # drop reference cycles through tracebacks of exceptions just caught
     return sys.getrefcount(x)
-
-
-def deltas(items, base):
-    return [rc(x) - b for x, b in zip(items, base)]
 
 
 class Holder:
@@ -57,25 +54,25 @@ def test_put_then_get(make_stream):
 def test_get_many(make_stream):
     s = make_stream(4)
     items = [Item(i) for i in range(3)]
-    base = [rc(x) for x in items]
+    base = refcounts(items)
     assert s.put_many(items) == 3
-    assert deltas(items, base) == [1, 1, 1]
+    assert refcount_deltas(items, base) == [1, 1, 1]
     got = s.get_many(10)
     assert got == items
     del got
-    assert deltas(items, base) == [0, 0, 0]
+    assert refcount_deltas(items, base) == [0, 0, 0]
 
 
 def test_iteration(make_stream):
     s = make_stream(4)
     items = [Item(i) for i in range(3)]
-    base = [rc(x) for x in items]
+    base = refcounts(items)
     s.put_many(items)
     s.close()
     for y in s:
         pass
     del y
-    assert deltas(items, base) == [0, 0, 0]
+    assert refcount_deltas(items, base) == [0, 0, 0]
 
 
 def test_weakly_referenced_items_die_when_consumed(make_stream):
@@ -88,8 +85,9 @@ def test_weakly_referenced_items_die_when_consumed(make_stream):
     s.get_many(1)
     assert h.alive() == [False, False, True]
     s.close()
-    for _ in s:
+    for last in s:
         pass
+    del last
     assert h.alive() == [False, False, False]
 
 
@@ -113,6 +111,7 @@ def test_evicted_items_are_released(make_stream):
     h = Holder(2)
     for x in h.hand_over():
         s.put(x)
+    del x
     strong = Item()
     base = rc(strong)
     s.put(strong)  # evicts item 0
@@ -210,25 +209,25 @@ def test_deleting_the_stream_releases_what_it_holds():
 def test_put_many_partial_failure(make_stream, policy):
     s = make_stream(2, policy)
     items = [Item(i) for i in range(4)]
-    base = [rc(x) for x in items]
+    base = refcounts(items)
     with pytest.raises(bpstream.Full) as info:
         s.put_many(items, timeout=0)
     assert info.value.accepted == 2
     del info
-    assert deltas(items, base) == [1, 1, 0, 0]
+    assert refcount_deltas(items, base) == [1, 1, 0, 0]
     assert drain(s) == items[:2]
-    assert deltas(items, base) == [0, 0, 0, 0]
+    assert refcount_deltas(items, base) == [0, 0, 0, 0]
 
 
 def test_put_many_partial_failure_from_a_generator(make_stream):
     s = make_stream(2, "reject")
     items = [Item(i) for i in range(4)]
-    base = [rc(x) for x in items]
+    base = refcounts(items)
     with pytest.raises(bpstream.Full) as info:
         s.put_many(x for x in items)
     assert info.value.accepted == 2
     del info
-    assert deltas(items, base) == [1, 1, 0, 0]
+    assert refcount_deltas(items, base) == [1, 1, 0, 0]
 
 
 def test_exceptions_do_not_leak_the_stream(make_stream):

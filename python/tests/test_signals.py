@@ -16,7 +16,17 @@ import time
 import pytest
 
 import bpstream
-from support import WAKE_WITHIN, Child, Interrupted, Item, assert_stats, check_identity, drain
+from support import (
+    WAKE_WITHIN,
+    Child,
+    Interrupted,
+    Item,
+    assert_stats,
+    check_identity,
+    drain,
+    refcount_deltas,
+    refcounts,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -169,9 +179,9 @@ def test_interrupted_put_leaves_the_item_with_the_caller(make_stream, interrupte
     s = make_stream(1)
     s.put("first")
     item = Item()
-    base = sys.getrefcount(item)
+    base = refcounts([item])
     interrupted(interrupter, s, lambda: s.put(item))
-    assert sys.getrefcount(item) == base
+    assert refcounts([item]) == base
     assert drain(s) == ["first"]
     st = s.stats()
     check_identity(st)
@@ -181,11 +191,11 @@ def test_interrupted_put_leaves_the_item_with_the_caller(make_stream, interrupte
 def test_interrupted_put_many_keeps_what_went_in(make_stream, interrupter):
     s = make_stream(2)
     items = [Item(i) for i in range(4)]
-    base = [sys.getrefcount(x) for x in items]
+    base = refcounts(items)
     interrupted(interrupter, s, lambda: s.put_many(items))
-    assert [sys.getrefcount(x) - b for x, b in zip(items, base)] == [1, 1, 0, 0]
+    assert refcount_deltas(items, base) == [1, 1, 0, 0]
     assert drain(s) == items[:2]
-    assert [sys.getrefcount(x) - b for x, b in zip(items, base)] == [0, 0, 0, 0]
+    assert refcount_deltas(items, base) == [0, 0, 0, 0]
 
 
 def test_interrupted_get_many_and_iteration(make_stream, interrupter):
