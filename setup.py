@@ -43,10 +43,8 @@ class BuildWithSwift(build_ext):
         shutil.copyfile(os.path.join(swift_dir, LIBRARY), target)
         if shutil.which("strip"):
             subprocess.run(["strip", "--strip-unneeded", target], check=True)
-        # Ship the ABI header too (bpstream.get_include()).
-        include_dir = os.path.join(target_dir, "include")
-        os.makedirs(include_dir, exist_ok=True)
-        shutil.copyfile(os.path.join(HEADER_DIR, "bpstream.h"), os.path.join(include_dir, "bpstream.h"))
+        # The headers (bpstream.get_include()) ship as package data: python/bpstream/include
+        # holds bpstream_capi.h and a symlink to the one ABI header.
 
 
 compile_args = ["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
@@ -60,7 +58,7 @@ setup(
         Extension(
             "bpstream._bpstream",
             sources=["python/bpstream/_bpstream.c"],
-            include_dirs=[HEADER_DIR],
+            include_dirs=[HEADER_DIR, os.path.join(ROOT, "python", "bpstream", "include")],
             libraries=["bpstream"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

@@ -139,7 +139,7 @@ final class ConcurrencyStressTests: XCTestCase {
     }
 
     func testDropPoliciesAccountForEveryItemExactlyOnce() throws {
-        let perProducer = 20_000
+        let perProducer = 50_000
         for policy in [OverflowPolicy.dropOldest, .dropNewest, .dropAll, .reject] {
             let dropped = Locked([Int]())
             let stream = try BoundedStream<Int>(capacity: capacity, policy: policy, onDrop: { item, reason in

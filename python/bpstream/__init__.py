@@ -4,7 +4,12 @@
 put into a full stream does (block, drop_oldest, drop_newest, reject, drop_all).
 ``Queue`` is a drop-in replacement for ``queue.Queue`` built on the same stream.
 The core is native (Swift, behind a C ABI); blocking calls release the GIL.
+``read_lines`` and ``read_chunks`` stream a file, pipe or socket through a native reader
+thread; other extensions feed streams from their own threads through the C API
+(``get_include()`` finds its header, ``bpstream_capi.h``).
 """
+
+import os as _os
 
 from ._bpstream import (
     BoundedStream,
@@ -12,15 +17,24 @@ from ._bpstream import (
     Empty,
     Full,
     Policy,
+    ProducerError,
     Queue,
     Stats,
     abi_version,
 )
+from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
 ShutDown = Closed
 
 __version__ = "0.1.0"
+
+
+def get_include() -> str:
+    """The folder holding ``bpstream_capi.h`` and ``bpstream.h``, for compiling extensions
+    that feed streams from native code (like ``numpy.get_include()``)."""
+    return _os.path.join(_os.path.dirname(__file__), "include")
+
 
 __all__ = [
     "BoundedStream",
@@ -28,9 +42,13 @@ __all__ = [
     "Empty",
     "Full",
     "Policy",
+    "ProducerError",
     "Queue",
     "ShutDown",
     "Stats",
     "__version__",
     "abi_version",
+    "get_include",
+    "read_chunks",
+    "read_lines",
 ]

@@ -4,10 +4,14 @@ from ._bpstream import (
     Empty as Empty,
     Full as Full,
     Policy as Policy,
+    ProducerError as ProducerError,
     Queue as Queue,
     Stats as Stats,
     abi_version as abi_version,
 )
+from ._sources import read_chunks as read_chunks, read_lines as read_lines
+
+def get_include() -> str: ...
 
 ShutDown = Closed
 
@@ -18,9 +22,13 @@ __all__ = [
     "Empty",
     "Full",
     "Policy",
+    "ProducerError",
     "Queue",
     "ShutDown",
     "Stats",
     "__version__",
     "abi_version",
+    "get_include",
+    "read_chunks",
+    "read_lines",
 ]

@@ -56,8 +56,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bpstream.h"
+#include "bpstream_capi.h"
 
 /* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
 #define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)
@@ -92,6 +94,8 @@ typedef struct {
     PyObject *Full;
     PyObject *Empty;
     PyObject *Closed;
+    PyObject *ProducerError;       /* a producer ended the stream with a non-OS error */
+    PyTypeObject *iterator_type;   /* bpstream._bpstream.StreamIterator */
     PyObject *policy_enum;         /* bpstream.Policy (an enum.StrEnum) */
     PyObject *policy_members[N_POLICIES];  /* indexed by bps_policy */
     unsigned long main_thread;     /* threading.main_thread().ident */
@@ -104,6 +108,7 @@ typedef struct {
     PyObject *weakreflist;
     Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see top) */
     bps_policy policy;
+    bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
 } StreamObject;
 
 static struct PyModuleDef bpstream_module;
@@ -152,10 +157,49 @@ set_error(module_state *st, bps_status status)
     case BPS_NO_MEMORY:
         PyErr_NoMemory();
         break;
+    case BPS_OS_ERROR:
+        PyErr_SetFromErrno(PyExc_OSError);
+        break;
     default:
         PyErr_Format(PyExc_SystemError, "bpstream: unexpected status %d (%s)",
                      (int)status, bps_status_string(status));
         break;
+    }
+    return NULL;
+}
+
+/* set_error for calls on a stream: BPS_FAILED becomes the producer's error, as
+ * OSError(code, message) (the errno's subclass) or bpstream.ProducerError(message). */
+static PyObject *
+stream_error(StreamObject *self, bps_status status)
+{
+    if (status != BPS_FAILED) {
+        return set_error(self->state, status);
+    }
+    int32_t code = 0;
+    char message[1024];
+    size_t length = 0;
+    if (bps_stream_failure(self->stream, &code, message, sizeof(message), &length) != BPS_OK) {
+        PyErr_SetString(self->state->ProducerError, "the producer failed");
+        return NULL;
+    }
+    if (length >= sizeof(message)) {
+        length = sizeof(message) - 1;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(message, (Py_ssize_t)length, "replace");
+    if (text == NULL) {
+        return NULL;
+    }
+    if (code != 0) {
+        PyObject *args = Py_BuildValue("(iN)", (int)code, text);  /* steals text */
+        if (args != NULL) {
+            PyErr_SetObject(PyExc_OSError, args);   /* OSError picks the errno's subclass */
+            Py_DECREF(args);
+        }
+    }
+    else {
+        PyErr_SetObject(self->state->ProducerError, text);
+        Py_DECREF(text);
     }
     return NULL;
 }
@@ -229,12 +273,48 @@ attach_accepted(Py_ssize_t accepted)
 /* Items released by the stream; blocking without the GIL                    */
 /* ------------------------------------------------------------------------- */
 
+/* Items are PyObject * (put from Python) or byte frames (put by native producers,
+ * bpstream.h: a tagged pointer). A frame becomes a bytes object only when a Python
+ * consumer takes it, so producers never need the GIL. */
+
+// Steals item. Returns a new reference: the object itself, or a new bytes object made
+// from the frame (which is freed either way); NULL with MemoryError.
+static inline PyObject *
+item_to_object(void *item)
+{
+    if (!bps_item_is_frame(item)) {
+        return (PyObject *)item;
+    }
+    const bps_frame *frame = bps_item_frame(item);
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)frame->data,
+                                                (Py_ssize_t)frame->length);
+    bps_frame_free(item);
+    return bytes;
+}
+
+// Steals item: drops an item we own without turning it into an object. GIL held.
+static inline void
+item_discard(void *item)
+{
+    if (bps_item_is_frame(item)) {
+        bps_frame_free(item);
+    }
+    else {
+        Py_DECREF((PyObject *)item);
+    }
+}
+
 /* The stream's release callback: drops the stream's reference to one item. May run
- * on a thread without the GIL; never runs with the stream's lock held. */
+ * on a thread without the GIL; never runs with the stream's lock held. Frames are
+ * freed without the GIL. */
 static void
 release_item(void *item, void *context)
 {
     (void)context;
+    if (bps_item_is_frame(item)) {
+        bps_frame_free(item);
+        return;
+    }
     if (PyGILState_Check()) {
         Py_DECREF((PyObject *)item);
     }
@@ -466,9 +546,9 @@ do_get(StreamObject *self, int64_t timeout_ns)
                                        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
                                        &item);
     if (status == BPS_OK) {
-        return (PyObject *)item;
+        return item_to_object(item);
     }
-    return set_error(self->state, status);
+    return stream_error(self, status);
 }
 
 // BoundedStream.put's result: True stored, False shed. Returns a new reference.
@@ -481,7 +561,7 @@ put_result(StreamObject *self, bps_status status)
     if (status == BPS_SHED) {
         Py_RETURN_FALSE;
     }
-    return set_error(self->state, status);
+    return stream_error(self, status);
 }
 
 // Queue.put's result: None whether stored or shed. Returns a new reference.
@@ -491,7 +571,7 @@ queue_put_result(StreamObject *self, bps_status status)
     if (status == BPS_OK || status == BPS_SHED) {
         Py_RETURN_NONE;
     }
-    return set_error(self->state, status);
+    return stream_error(self, status);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -516,6 +596,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->weakreflist = NULL;
     self->getters_waiting = 0;
     self->policy = BPS_POLICY_BLOCK;
+    self->reader = NULL;
     return (PyObject *)self;
 }
 
@@ -538,7 +619,7 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
     bps_stream *stream;
     bps_status status = bps_stream_create(&config, &stream);
     if (status != BPS_OK) {
-        set_error(self->state, status);
+        stream_error(self, status);
         return -1;
     }
     self->stream = stream;
@@ -593,7 +674,9 @@ visit_item(void *item, void *context)
 {
     visitproc visit = ((visit_context *)context)->visit;
     void *arg = ((visit_context *)context)->arg;
-    Py_VISIT((PyObject *)item);
+    if (!bps_item_is_frame(item)) {
+        Py_VISIT((PyObject *)item);
+    }
     return 0;
 }
 
@@ -621,6 +704,23 @@ stream_clear(StreamObject *self)
     return 0;
 }
 
+/* Stops and joins self's native reader, if any (the stream is closed first, so a
+ * reader blocked in a put wakes; a silent pipe is woken by the reader's own pipe).
+ * The GIL is released while joining: the reader may be releasing an evicted Python
+ * object, which takes the GIL. */
+static void
+stop_reader(StreamObject *self)
+{
+    bps_reader *reader = self->reader;
+    if (reader == NULL) {
+        return;
+    }
+    self->reader = NULL;   /* before releasing the GIL: no second caller stops it */
+    Py_BEGIN_ALLOW_THREADS
+    (void)bps_reader_stop(reader);
+    Py_END_ALLOW_THREADS
+}
+
 static void
 stream_dealloc(StreamObject *self)
 {
@@ -632,7 +732,11 @@ stream_dealloc(StreamObject *self)
     bps_stream *stream = self->stream;
     self->stream = NULL;
     if (stream != NULL) {
-        (void)bps_stream_release(stream);  /* releases leftover items, GIL held */
+        /* Native producers may hold their own references: closing tells them the
+         * consumer is gone (their puts return BPS_CLOSED) and releases the backlog. */
+        (void)bps_stream_close(stream, BPS_CLOSE_IMMEDIATE);
+        stop_reader(self);
+        (void)bps_stream_release(stream);
     }
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -808,7 +912,7 @@ stream_put_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
             /* Put failed first, so, sequentially, the iterable never got to raise. */
             Py_XDECREF(iter_error);
             Py_DECREF(it);
-            set_error(self->state, status);
+            stream_error(self, status);
             attach_accepted(accepted);
             return NULL;
         }
@@ -867,18 +971,26 @@ stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         self->stream, items, want, timeout_ns,
         timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1), &count);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     PyObject *list = PyList_New((Py_ssize_t)count);
     if (list == NULL) {
         /* Out of memory: the items are already ours; all we can do is drop them. */
         for (size_t i = 0; i < count; i++) {
-            Py_DECREF((PyObject *)items[i]);
+            item_discard(items[i]);
         }
         return NULL;
     }
     for (size_t i = 0; i < count; i++) {
-        PyList_SET_ITEM(list, (Py_ssize_t)i, (PyObject *)items[i]);   /* steals */
+        PyObject *object = item_to_object(items[i]);
+        if (object == NULL) {
+            for (size_t j = i + 1; j < count; j++) {
+                item_discard(items[j]);
+            }
+            Py_DECREF(list);   /* its unfilled slots are NULL: safe */
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, object);   /* steals */
     }
     Py_ssize_t total = (Py_ssize_t)count;
     /* A full batch may mean more is waiting: take it without waiting. */
@@ -890,12 +1002,12 @@ stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
             break;   /* empty, or closed and drained: return what we have */
         }
         for (size_t i = 0; i < count; i++) {
-            PyObject *item = (PyObject *)items[i];
-            int r = PyList_Append(list, item);
-            Py_DECREF(item);   /* the list holds it now (or it is lost to MemoryError) */
+            PyObject *item = item_to_object(items[i]);
+            int r = item == NULL ? -1 : PyList_Append(list, item);
+            Py_XDECREF(item);   /* the list holds it now (or it is lost to MemoryError) */
             if (r < 0) {
                 for (size_t j = i + 1; j < count; j++) {
-                    Py_DECREF((PyObject *)items[j]);
+                    item_discard(items[j]);
                 }
                 Py_DECREF(list);
                 return NULL;
@@ -932,8 +1044,9 @@ stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     }
     bps_status status = bps_stream_close(self->stream, immediate ? BPS_CLOSE_IMMEDIATE : 0);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
+    stop_reader(self);
     Py_RETURN_NONE;
 }
 
@@ -960,7 +1073,7 @@ stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored))
     s.size = sizeof(s);
     bps_status status = bps_stream_stats(self->stream, &s);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     PyObject *result = PyStructSequence_New(self->state->stats_type);
     if (result == NULL) {
@@ -1030,34 +1143,174 @@ stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
     CHECK_INIT(self);
     bps_status status = bps_stream_close(self->stream, 0);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
+    stop_reader(self);
     Py_RETURN_NONE;
 }
 
-/* Iteration: `for item in stream` is get() until closed and drained. */
+/* ------------------------------------------------------------------------- */
+/* Iteration: a prefetching iterator                                         */
+/* ------------------------------------------------------------------------- */
+
+/* `for item in stream` gets items like get() until the stream is closed and drained,
+ * but takes them in batches: one core call (one lock) per batch instead of per item.
+ *
+ * INVARIANTS
+ *  - items[next..count) are owned by the iterator (taken from the stream, counted as
+ *    consumed there) and not yet yielded; everything else in items[] is garbage.
+ *  - A batch is at most `batch` items: PREFETCH_MAX, and at most 1/16 of the stream's
+ *    capacity, so a consumer of a latest-value stream (drop_oldest) sees items at most
+ *    that much staler than the stream's newest. A stream of capacity < 32 is iterated
+ *    one item at a time.
+ *  - A batch only takes what is already there: the iterator waits for the first item,
+ *    never for a full batch.
+ *  - Items still held when the iterator is dropped (a `break` out of the loop) go back
+ *    to the FRONT of the stream (bps_stream_requeue), as if never taken: nothing is lost.
+ *  - `refilling` is set while one thread refills with the GIL released; another thread
+ *    calling next() meanwhile takes a single item directly instead of touching items[]. */
+#define PREFETCH_MAX 64
+
+typedef struct {
+    PyObject_HEAD
+    StreamObject *stream;          /* strong */
+    Py_ssize_t batch;              /* items per refill, 1 ... PREFETCH_MAX */
+    Py_ssize_t next;
+    Py_ssize_t count;
+    int refilling;
+    void *items[PREFETCH_MAX];
+} IteratorObject;
+
 static PyObject *
 stream_iter(StreamObject *self)
 {
     CHECK_INIT(self);
-    return Py_NewRef(self);
+    int64_t capacity = 0;
+    bps_status status = bps_stream_capacity(self->stream, &capacity);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? PREFETCH_MAX
+                       : (Py_ssize_t)(capacity / 16);
+    if (batch > PREFETCH_MAX) {
+        batch = PREFETCH_MAX;
+    }
+    if (batch < 1) {
+        batch = 1;
+    }
+    IteratorObject *it = PyObject_GC_New(IteratorObject, self->state->iterator_type);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->stream = (StreamObject *)Py_NewRef(self);
+    it->batch = batch;
+    it->next = it->count = 0;
+    it->refilling = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
 }
 
+// Returns a new reference: the next item; NULL without an exception at the end
+// (closed and drained); NULL with an exception on error or Ctrl-C.
 static PyObject *
-stream_iternext(StreamObject *self)
+iterator_next(IteratorObject *it)
 {
-    CHECK_INIT(self);
+    if (it->next < it->count) {   /* the hot path */
+        return item_to_object(it->items[it->next++]);
+    }
+    StreamObject *self = it->stream;
     gil_waiter w;
+    bps_status status;
     void *item;
-    bps_status status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
+    if (it->batch == 1 || it->refilling) {
+        status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
+    }
+    else {
+        size_t count = 0;
+        it->refilling = 1;
+        status = bps_stream_get_many(self->stream, it->items, (size_t)it->batch, -1,
+                                     gil_waiter_init(&w, self, 1), &count);
+        it->refilling = 0;
+        if (status == BPS_OK) {
+            it->count = (Py_ssize_t)count;
+            it->next = 1;
+            item = it->items[0];
+        }
+    }
     if (status == BPS_OK) {
-        return (PyObject *)item;
+        return item_to_object(item);
     }
     if (status == BPS_CLOSED) {
         return NULL;   /* StopIteration, without the cost of an exception */
     }
-    return set_error(self->state, status);
+    return stream_error(self, status);
 }
+
+/* Hands the items the iterator still holds back to the front of the stream. */
+static void
+iterator_requeue(IteratorObject *it)
+{
+    if (it->next < it->count && it->stream != NULL) {
+        (void)bps_stream_requeue(it->stream->stream, &it->items[it->next],
+                                 (size_t)(it->count - it->next));
+    }
+    it->next = it->count = 0;
+}
+
+static int
+iterator_traverse(IteratorObject *it, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->stream);
+    for (Py_ssize_t i = it->next; i < it->count; i++) {
+        if (!bps_item_is_frame(it->items[i])) {
+            Py_VISIT((PyObject *)it->items[i]);
+        }
+    }
+    return 0;
+}
+
+static int
+iterator_clear(IteratorObject *it)
+{
+    iterator_requeue(it);
+    Py_CLEAR(it->stream);
+    return 0;
+}
+
+static void
+iterator_dealloc(IteratorObject *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    PyObject_GC_UnTrack(it);
+    (void)iterator_clear(it);
+    PyObject_GC_Del(it);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(iterator_doc,
+"Iterator over a BoundedStream: yields items until the stream is closed and\n"
+"drained. It takes items in small batches (at most 64, and at most 1/16 of the\n"
+"capacity); items it still holds when it is dropped go back to the front of\n"
+"the stream.");
+
+static PyType_Slot iterator_slots[] = {
+    {Py_tp_doc, (void *)iterator_doc},
+    {Py_tp_dealloc, iterator_dealloc},
+    {Py_tp_traverse, iterator_traverse},
+    {Py_tp_clear, iterator_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, iterator_next},
+    {0, NULL},
+};
+
+static PyType_Spec iterator_spec = {
+    .name = "bpstream._bpstream.StreamIterator",
+    .basicsize = sizeof(IteratorObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = iterator_slots,
+};
 
 static Py_ssize_t
 stream_len(StreamObject *self)
@@ -1069,7 +1322,7 @@ stream_len(StreamObject *self)
     uint64_t depth = 0;
     bps_status status = bps_stream_depth(self->stream, &depth);
     if (status != BPS_OK) {
-        set_error(self->state, status);
+        stream_error(self, status);
         return -1;
     }
     return (Py_ssize_t)depth;
@@ -1134,7 +1387,7 @@ stream_get_closed(StreamObject *self, void *Py_UNUSED(closure))
     int closed = 0;
     bps_status status = bps_stream_is_closed(self->stream, &closed);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     return PyBool_FromLong(closed);
 }
@@ -1146,7 +1399,7 @@ stream_get_capacity(StreamObject *self, void *Py_UNUSED(closure))
     int64_t capacity = 0;
     bps_status status = bps_stream_capacity(self->stream, &capacity);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     if (capacity < 0) {
         Py_RETURN_NONE;
@@ -1161,7 +1414,62 @@ stream_get_policy(StreamObject *self, void *Py_UNUSED(closure))
     return Py_NewRef(self->state->policy_members[self->policy]);
 }
 
+PyDoc_STRVAR(stream_start_reader_doc,
+"_start_reader($self, fd, lines, size, /)\n"
+"--\n"
+"\n"
+"Start a native reader thread that reads fd and puts frames (one per line when\n"
+"lines is true, else one per read of at most size bytes) into this stream.\n"
+"Takes ownership of fd (closed when the reader ends, also on failure). Used by\n"
+"bpstream.read_lines and bpstream.read_chunks. close() and garbage collection\n"
+"stop and join the reader.");
+
+static PyObject *
+stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "_start_reader expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int lines = PyObject_IsTrue(args[1]);
+    Py_ssize_t size = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (lines < 0 || (size == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be a non-negative int");
+        return NULL;
+    }
+    if (self->stream == NULL || self->reader != NULL || size < 1) {
+        close((int)fd);   /* ours to close, whatever happens */
+        if (self->stream == NULL) {
+            return not_initialized(self);
+        }
+        if (size < 1) {
+            PyErr_SetString(PyExc_ValueError, "size must be at least 1");
+            return NULL;
+        }
+        PyErr_SetString(PyExc_RuntimeError, "a reader already feeds this stream");
+        return NULL;
+    }
+    bps_reader *reader = NULL;
+    bps_status status = bps_reader_start(self->stream, (int)fd,
+                                         lines ? BPS_FRAMING_LINES : BPS_FRAMING_CHUNKS,
+                                         (size_t)size, &reader);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    self->reader = reader;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef stream_methods[] = {
+    {"_start_reader", (PyCFunction)(void (*)(void))stream_start_reader, METH_FASTCALL,
+     stream_start_reader_doc},
     {"put", (PyCFunction)(void (*)(void))stream_put, METH_FASTCALL | METH_KEYWORDS,
      stream_put_doc},
     {"put_nowait", (PyCFunction)stream_put_nowait, METH_O, stream_put_nowait_doc},
@@ -1222,7 +1530,6 @@ static PyType_Slot stream_slots[] = {
     {Py_tp_clear, stream_clear},
     {Py_tp_repr, stream_repr},
     {Py_tp_iter, stream_iter},
-    {Py_tp_iternext, stream_iternext},
     {Py_tp_methods, stream_methods},
     {Py_tp_getset, stream_getset},
     {Py_tp_members, stream_members},
@@ -1423,7 +1730,7 @@ queue_full(StreamObject *self, PyObject *Py_UNUSED(ignored))
         status = bps_stream_depth(self->stream, &depth);
     }
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     return PyBool_FromLong(capacity > 0 && depth >= (uint64_t)capacity);
 }
@@ -1442,7 +1749,7 @@ queue_task_done(StreamObject *self, PyObject *Py_UNUSED(ignored))
     CHECK_INIT(self);
     bps_status status = bps_stream_task_done(self->stream, 1);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     Py_RETURN_NONE;
 }
@@ -1461,7 +1768,7 @@ queue_join(StreamObject *self, PyObject *Py_UNUSED(ignored))
     gil_waiter w;
     bps_status status = bps_stream_join(self->stream, -1, gil_waiter_init(&w, self, 0));
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     Py_RETURN_NONE;
 }
@@ -1485,7 +1792,7 @@ queue_get_maxsize(StreamObject *self, void *Py_UNUSED(closure))
     int64_t capacity = 0;
     bps_status status = bps_stream_capacity(self->stream, &capacity);
     if (status != BPS_OK) {
-        return set_error(self->state, status);
+        return stream_error(self, status);
     }
     return PyLong_FromLongLong(capacity < 0 ? 0 : capacity);
 }
@@ -1514,7 +1821,7 @@ queue_set_maxsize(StreamObject *self, PyObject *value, void *Py_UNUSED(closure))
     int64_t capacity = (overflow < 0 || maxsize <= 0) ? BPS_CAPACITY_UNBOUNDED : maxsize;
     bps_status status = bps_stream_set_capacity(self->stream, capacity);
     if (status != BPS_OK) {
-        set_error(self->state, status);
+        stream_error(self, status);
         return -1;
     }
     return 0;
@@ -1644,6 +1951,52 @@ bpstream_abi_version(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(bps_abi_version());
 }
 
+/* ------------------------------------------------------------------------- */
+/* The C API for other extensions (bpstream_capi.h), exported as a capsule   */
+/* ------------------------------------------------------------------------- */
+
+/* With the GIL. Returns a new reference to obj's native stream, or NULL with TypeError. */
+static bps_stream *
+capi_stream_handle(PyObject *obj)
+{
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(obj), &bpstream_module);
+    if (module == NULL
+        || !PyObject_TypeCheck(obj, get_module_state(module)->stream_type)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "expected a bpstream.BoundedStream, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    StreamObject *self = (StreamObject *)obj;
+    if (self->stream == NULL) {
+        not_initialized(self);
+        return NULL;
+    }
+    (void)bps_stream_retain(self->stream);
+    return self->stream;
+}
+
+static int
+capi_is_closed(bps_stream *stream)
+{
+    int closed = 0;
+    return bps_stream_is_closed(stream, &closed) == BPS_OK ? closed : -1;
+}
+
+/* Shared by every instance of the module: it holds no per-module state. */
+static const BPStream_CAPI bpstream_capi = {
+    .size = sizeof(BPStream_CAPI),
+    .version = BPSTREAM_CAPI_VERSION,
+    .stream_handle = capi_stream_handle,
+    .put_frame = bps_stream_put_frame,
+    .close = bps_stream_close,
+    .close_with_error = bps_stream_close_with_error,
+    .is_closed = capi_is_closed,
+    .retain = bps_stream_retain,
+    .release = bps_stream_release,
+    .status_string = bps_status_string,
+};
+
 static PyMethodDef module_methods[] = {
     {"abi_version", bpstream_abi_version, METH_NOARGS, abi_version_doc},
     {NULL, NULL, 0, NULL},
@@ -1655,6 +2008,9 @@ PyDoc_STRVAR(closed_doc,
 "Raised by puts on a closed stream and by gets once it is closed and drained.\n"
 "Subclass of queue.ShutDown where that exists (Python 3.13+); bpstream.ShutDown\n"
 "is this class.");
+PyDoc_STRVAR(producer_error_doc,
+"Raised by a get (or a for loop) when a native producer ended the stream with an\n"
+"error that is not an OS error; OS errors arrive as OSError with their errno.");
 PyDoc_STRVAR(policy_doc,
 "What a full stream does with the next put (a str enum: Policy.BLOCK == 'block').");
 
@@ -1775,6 +2131,19 @@ bpstream_exec(PyObject *module)
         goto done;
     }
 
+    st->ProducerError = PyErr_NewExceptionWithDoc("bpstream.ProducerError",
+                                                  producer_error_doc, NULL, NULL);
+    if (st->ProducerError == NULL
+        || PyModule_AddObjectRef(module, "ProducerError", st->ProducerError) < 0) {
+        goto done;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&bpstream_capi, BPSTREAM_CAPI_NAME, NULL);
+    int added = capsule == NULL ? -1 : PyModule_AddObjectRef(module, "_C_API", capsule);
+    Py_XDECREF(capsule);
+    if (added < 0) {
+        goto done;
+    }
+
     st->policy_enum = make_policy_enum();
     if (st->policy_enum == NULL
         || PyModule_AddObjectRef(module, "Policy", st->policy_enum) < 0) {
@@ -1803,6 +2172,10 @@ bpstream_exec(PyObject *module)
     if (st->queue_type == NULL || PyModule_AddType(module, st->queue_type) < 0) {
         goto done;
     }
+    st->iterator_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &iterator_spec, NULL);
+    if (st->iterator_type == NULL) {
+        goto done;
+    }
     rc = 0;
 done:
     Py_XDECREF(queue_module);
@@ -1822,6 +2195,8 @@ bpstream_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Full);
     Py_VISIT(st->Empty);
     Py_VISIT(st->Closed);
+    Py_VISIT(st->ProducerError);
+    Py_VISIT(st->iterator_type);
     Py_VISIT(st->policy_enum);
     for (int i = 0; i < N_POLICIES; i++) {
         Py_VISIT(st->policy_members[i]);
@@ -1839,6 +2214,8 @@ bpstream_clear(PyObject *module)
     Py_CLEAR(st->Full);
     Py_CLEAR(st->Empty);
     Py_CLEAR(st->Closed);
+    Py_CLEAR(st->ProducerError);
+    Py_CLEAR(st->iterator_type);
     Py_CLEAR(st->policy_enum);
     for (int i = 0; i < N_POLICIES; i++) {
         Py_CLEAR(st->policy_members[i]);

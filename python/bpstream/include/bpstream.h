@@ -1,0 +1,1 @@
+../../../Sources/CBPStream/include/bpstream.h
