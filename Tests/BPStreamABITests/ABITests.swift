@@ -110,15 +110,29 @@ private func now() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-/// Runs `body` on a thread; returns whether it finished within `seconds`.
+/// Runs `body` on a new thread and waits for it; returns whether it finished within
+/// `seconds` (a hang guard: a call that never returns fails the test instead of hanging it).
 private func onThread(timeout seconds: Double = 20, _ body: @escaping @Sendable () -> Void) -> Bool {
+    spawn(body)(seconds)
+}
+
+/// Starts `body` on a new thread; the returned function joins it with a deadline.
+private func spawn(_ body: @escaping @Sendable () -> Void) -> (_ timeout: Double) -> Bool {
     let done = DispatchSemaphore(value: 0)
     Thread { body(); done.signal() }.start()
-    return done.wait(timeout: .now() + seconds) == .success
+    return { seconds in done.wait(timeout: .now() + seconds) == .success }
 }
 
 final class ABITests: XCTestCase {
     private var streams: [OpaquePointer] = []
+    /// Contexts handed to C callbacks: alive until the streams that call them are released.
+    private var contexts: [AnyObject] = []
+
+    private func makeLog() -> ReleaseLog {
+        let log = ReleaseLog()
+        contexts.append(log)
+        return log
+    }
 
     /// Creates a stream released at the end of the test.
     private func makeStream(_ config: bps_config, file: StaticString = #filePath, line: UInt = #line)
@@ -134,6 +148,7 @@ final class ABITests: XCTestCase {
     override func tearDown() {
         for stream in streams { _ = bps_stream_release(stream) }
         streams = []
+        contexts = []
         super.tearDown()
     }
 
@@ -310,7 +325,8 @@ final class ABITests: XCTestCase {
         raw = nil
 
         // A waiter too small to be a bps_waiter.
-        var small = HookRecorder().waiter()
+        let unused = HookRecorder()
+        var small = unused.waiter()
         small.size = MemoryLayout<bps_waiter>.size - 1
         assertStatus(bps_stream_put(stream, item(1), 0, &small), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_get(stream, 0, &small, &raw), BPS_INVALID_ARGUMENT)
@@ -318,6 +334,7 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_put_many(stream, &mixed, 1, 0, &small, &count), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_get_many(stream, &items, 1, 0, &small, &count), BPS_INVALID_ARGUMENT)
         XCTAssertEqual(depth(stream), 0)
+        XCTAssertEqual(unused.events, [], "a rejected waiter is never called")
     }
 
     // MARK: put and get
@@ -401,7 +418,7 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_put_many(reject, &five, 5, -1, nil, &taken), BPS_FULL)
         XCTAssertEqual(taken, 2)
 
-        let releases = ReleaseLog()
+        let releases = makeLog()
         let newest = makeStream(config(capacity: 2, policy: BPS_POLICY_DROP_NEWEST,
                                        release: ReleaseLog.callback, context: releases.context))
         taken = 999
@@ -437,8 +454,8 @@ final class ABITests: XCTestCase {
 
     func testReleaseCallbackRunsOncePerDroppedItemWithItsOwnContext() {
         // Two streams, two logs: each callback call must carry its own stream's context.
-        let evictions = ReleaseLog()
-        let clearings = ReleaseLog()
+        let evictions = makeLog()
+        let clearings = makeLog()
         let oldest = makeStream(config(capacity: 2, policy: BPS_POLICY_DROP_OLDEST,
                                        release: ReleaseLog.callback, context: evictions.context))
         let all = makeStream(config(capacity: 2, policy: BPS_POLICY_DROP_ALL,
@@ -453,7 +470,7 @@ final class ABITests: XCTestCase {
         XCTAssertEqual(drain(all), [105])
         XCTAssertEqual(evictions.items, [1, 2, 3], "taken items are the caller's, never released")
 
-        let discards = ReleaseLog()
+        let discards = makeLog()
         let closing = makeStream(config(capacity: 8, release: ReleaseLog.callback, context: discards.context))
         for n in 1...4 { assertStatus(bps_stream_put(closing, item(n), 0, nil), BPS_OK) }
         assertStatus(bps_stream_close(closing, 0), BPS_OK)
@@ -470,7 +487,7 @@ final class ABITests: XCTestCase {
     }
 
     func testLastReleaseReleasesLeftoversAndRetainKeepsTheStreamAlive() {
-        let leftovers = ReleaseLog()
+        let leftovers = makeLog()
         var cfg = config(capacity: 8, release: ReleaseLog.callback, context: leftovers.context)
         var created: OpaquePointer?
         assertStatus(bps_stream_create(&cfg, &created), BPS_OK)
@@ -490,7 +507,7 @@ final class ABITests: XCTestCase {
     }
 
     func testShedRejectedAndClosedItemsStayWithTheCaller() {
-        let releases = ReleaseLog()
+        let releases = makeLog()
         let newest = makeStream(config(capacity: 1, policy: BPS_POLICY_DROP_NEWEST,
                                        release: ReleaseLog.callback, context: releases.context))
         assertStatus(bps_stream_put(newest, item(1), 0, nil), BPS_OK)
@@ -572,7 +589,7 @@ final class ABITests: XCTestCase {
         let handle = Handle(raw: stream)
         let recorder = HookRecorder()
         let flagBox = FlagBox()
-        let producerDone = onThread {
+        let producer = spawn {
             usleep(100_000)
             flagBox.set()
             _ = bps_stream_put(handle.raw, item(8), 0, nil)
@@ -582,7 +599,7 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_get(stream, 30_000_000_000, &waiter, &out), BPS_OK)
         XCTAssertTrue(flagBox.isSet, "get returned before the put: it did not block")
         XCTAssertEqual(number(out), 8)
-        XCTAssertTrue(producerDone)
+        XCTAssertTrue(producer(20))
         let events = recorder.events
         XCTAssertEqual(events.first, BEGIN)
         XCTAssertEqual(events.last, END)
@@ -704,11 +721,11 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_put(stream, item(1), 0, nil), BPS_OK)
 
         let handle = Handle(raw: stream)
-        let grown = onThread { usleep(100_000); _ = bps_stream_set_capacity(handle.raw, 2) }
+        let grower = spawn { usleep(100_000); _ = bps_stream_set_capacity(handle.raw, 2) }
         let start = now()
         assertStatus(bps_stream_put(stream, item(2), 30_000_000_000, nil), BPS_OK)
         XCTAssertGreaterThanOrEqual(now() - start, 0.05, "the put did not wait for the capacity to grow")
-        XCTAssertTrue(grown)
+        XCTAssertTrue(grower(20))
         XCTAssertEqual(drain(stream), [1, 2])
     }
 
@@ -896,7 +913,7 @@ final class ABITests: XCTestCase {
         var reader: OpaquePointer?
         assertStatus(bps_reader_start(stream, r, BPS_FRAMING_CHUNKS, 16, &reader), BPS_OK)
         let payload = (0..<2_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        let wrote = onThread {
+        let writer = spawn {
             let fd = w
             var offset = 0
             while offset < payload.count {
@@ -910,7 +927,7 @@ final class ABITests: XCTestCase {
         XCTAssertLessThanOrEqual(depth(stream), 2, "the reader respects the bound")
         let (frames, end) = readAll(stream)
         assertStatus(end, BPS_CLOSED)
-        XCTAssertTrue(wrote)
+        XCTAssertTrue(writer(20))
         XCTAssertTrue(frames.allSatisfy { (1...16).contains($0.count) })
         XCTAssertEqual(frames.flatMap { $0 }, payload)
         XCTAssertLessThanOrEqual(stats(stream).peak_depth, 2)
