@@ -404,6 +404,36 @@ public func abiStreamPutFrame(
     }
 }
 
+@_cdecl("bps_stream_put_frames")
+public func abiStreamPutFrames(
+    _ stream: OpaquePointer?, _ frames: UnsafePointer<bps_bytes>?, _ count: Int,
+    _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?,
+    _ outTaken: UnsafeMutablePointer<Int>?
+) -> bps_status {
+    outTaken?.pointee = 0
+    return withStream(stream) { stream in
+        guard count >= 0, count == 0 || frames != nil, var observer = CWaitObserver(waiter)
+        else { return BPS_INVALID_ARGUMENT }
+        guard count > 0, let frames else { return BPS_OK }
+        let ranges = UnsafeBufferPointer(start: frames, count: count)
+        if ranges.contains(where: { $0.length > 0 && $0.data == nil }) { return BPS_INVALID_ARGUMENT }
+        var items: [UnsafeMutableRawPointer] = []
+        items.reserveCapacity(count)
+        for range in ranges {
+            guard let item = Frame.make(copying: range.data, length: range.length) else {
+                for item in items { Frame.free(item) }
+                return BPS_NO_MEMORY
+            }
+            items.append(item)
+        }
+        let (taken, outcome) = stream.put(
+            contentsOf: items, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+        for item in items[taken...] { Frame.free(item) }
+        outTaken?.pointee = taken
+        return status(outcome)
+    }
+}
+
 // MARK: - Readers
 
 @_cdecl("bps_reader_start")

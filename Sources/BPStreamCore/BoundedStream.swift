@@ -1,4 +1,5 @@
 import DequeModule
+import Synchronization
 
 /// A thread-safe, multi-producer multi-consumer bounded stream with an explicit overflow
 /// policy, close-and-drain, and exact metrics.
@@ -28,6 +29,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @usableFromInline let allTasksDone = PthreadCondition()
     /// Guarded by `lock`.
     @usableFromInline var state: StreamStateMachine<Element>
+    /// Bumped (under the lock) by every transition a parked thread may be waiting for, and
+    /// read WITHOUT the lock by a thread spinning before it parks (see `park`): a spinner
+    /// that sees it change retries at once, skipping a sleep and a wake-up system call.
+    @usableFromInline let changes = Atomic<UInt>(0)
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -78,6 +83,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         if state.storeIfRoom(item) {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
+            changes.add(1, ordering: .relaxed)
             lock.unlock()
             if wakeConsumer { notEmpty.signal() }
             return .stored
@@ -111,6 +117,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         state.producerDidWait(nanoseconds: MonotonicClock.now() - start)
         if parked == .timedOut { state.producerGaveUp() }
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         let outcome: PutOutcome
         switch parked {
@@ -198,6 +205,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 }
                 state.producerDidWait(nanoseconds: MonotonicClock.now() - now)
                 if parked == .timedOut { state.producerGaveUp() }
+                changes.add(1, ordering: .relaxed)
                 lock.unlock()
                 observer.didWait()
                 lock.lock()
@@ -229,6 +237,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             taken += 1
             items.formIndex(after: &index)
         }
+        if taken > 0 { changes.add(1, ordering: .relaxed) }
         lock.unlock()
         if wakeConsumers { notEmpty.broadcast() }
         if wakeJoiners { allTasksDone.broadcast() }
@@ -246,6 +255,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         if let item = state.takeIfAny() {  // the hot path
             let wakeProducer = state.producerCanProceed
+            changes.add(1, ordering: .relaxed)
             lock.unlock()
             if wakeProducer { notFull.signal() }
             return .success(item)
@@ -277,6 +287,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             return true
         }
         state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         let result: Result<Element, GetFailure>
         switch (parked, action) {
@@ -327,11 +338,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 return true
             }
             state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+            changes.add(1, ordering: .relaxed)
             lock.unlock()
             defer { observer.didWait() }
             if parked == .timedOut { return .failure(.empty) }
             if parked == .cancelled { return .failure(.cancelled) }
         } else {
+            changes.add(1, ordering: .relaxed)
             lock.unlock()
         }
         switch action {
@@ -354,6 +367,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func close(immediate: Bool = false, failure: ProducerFailure? = nil) {
         lock.lock()
         let action = state.close(immediate: immediate, failure: failure)
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         if action.wakeAll {
             notFull.broadcast()
@@ -371,6 +385,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         guard !items.isEmpty else { return }
         lock.lock()
         let action = state.requeue(items)
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         switch action {
         case .requeued(let wakeConsumers):
@@ -386,6 +401,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func taskDone(count: UInt64 = 1) -> Bool {
         lock.lock()
         let action = state.taskDone(count)
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         switch action {
         case .tooMany: return false
@@ -428,6 +444,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @usableFromInline
     enum ParkResult { case done, timedOut, cancelled }
 
+    /// How long `park` spins (lock released) watching `changes` before it sleeps.
+    @usableFromInline static var spinNanoseconds: Int64 { 20_000 }
+
     /// Waits on `condition` until `attempt()` succeeds, the timeout passes, or the observer
     /// cancels.
     ///
@@ -443,8 +462,18 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let deadline = timeoutNanoseconds < 0 || timeoutNanoseconds > Int64.max - start
             ? Int64.max : start + timeoutNanoseconds
         let interval = observer.pollIntervalNanoseconds
+        let seen = changes.load(ordering: .relaxed)
         lock.unlock()
         observer.willWait()
+        // Spin briefly before sleeping: a peer on another core (a native producer, or a
+        // Python thread that just got the GIL) usually acts within microseconds, and
+        // catching that here saves both threads a futex sleep and wake-up.
+        let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
+        var spins = 0
+        while changes.load(ordering: .relaxed) == seen {
+            spins &+= 1
+            if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
+        }
         lock.lock()
         var nextPoll = interval > 0 ? start + interval : Int64.max
         while true {
@@ -507,6 +536,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         lock.lock()
         let wake = state.setCapacity(capacity ?? Int.max)
+        changes.add(1, ordering: .relaxed)
         lock.unlock()
         if wake { notFull.broadcast() }
     }

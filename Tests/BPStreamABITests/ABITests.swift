@@ -450,6 +450,35 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_put_many(block, &five, 1, 0, nil, nil), BPS_FULL, "out_taken may be NULL")
     }
 
+    func testRequeueHandsItemsBackToTheFront() {
+        let releases = makeLog()
+        let stream = makeStream(config(capacity: 2, release: ReleaseLog.callback, context: releases.context))
+        assertStatus(bps_stream_put(stream, item(1), 0, nil), BPS_OK)
+        assertStatus(bps_stream_put(stream, item(2), 0, nil), BPS_OK)
+        var out = [UnsafeMutableRawPointer?](repeating: nil, count: 2)
+        var count = 0
+        assertStatus(bps_stream_get_many(stream, &out, 2, 0, nil, &count), BPS_OK)
+        assertStatus(bps_stream_put(stream, item(3), 0, nil), BPS_OK)
+        assertStatus(bps_stream_requeue(stream, &out, 2), BPS_OK)
+        XCTAssertEqual(depth(stream), 3, "whatever the capacity")
+        assertStatus(bps_stream_requeue(stream, nil, 0), BPS_OK)
+        var withNull: [UnsafeMutableRawPointer?] = [item(7), nil]
+        assertStatus(bps_stream_requeue(stream, &withNull, 2), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_requeue(stream, nil, 1), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_requeue(nil, &out, 2), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(drain(stream), [1, 2, 3], "nothing from the rejected calls")
+        let s = stats(stream)
+        XCTAssertEqual(s.consumed, 3)
+        XCTAssertEqual(s.produced, s.consumed + s.dropped + s.depth)
+
+        // After an immediate close, handed-back items go to the release callback.
+        assertStatus(bps_stream_close(stream, BPS_CLOSE_IMMEDIATE), BPS_OK)
+        var late: [UnsafeMutableRawPointer?] = [item(3)]
+        assertStatus(bps_stream_requeue(stream, &late, 1), BPS_OK)
+        XCTAssertEqual(releases.items, [3])
+        XCTAssertEqual(stats(stream).dropped_on_close, 1)
+    }
+
     // MARK: ownership: the release callback
 
     func testReleaseCallbackRunsOncePerDroppedItemWithItsOwnContext() {

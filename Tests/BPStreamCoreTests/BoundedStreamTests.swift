@@ -525,6 +525,49 @@ final class BoundedStreamTests: XCTestCase {
         XCTAssertNil(try BoundedStream<Int>(capacity: 1).failure)
     }
 
+    // MARK: requeue
+
+    func testRequeueHandsItemsBackToTheFrontAndWakesAConsumer() throws {
+        let stream = try BoundedStream<Int>(capacity: 4)
+        for i in 0..<3 { try stream.put(i) }
+        let taken = try stream.get(maxCount: 2)
+        stream.requeue(taken)
+        stream.requeue([])
+        XCTAssertEqual(buffered(stream), [0, 1, 2])
+        XCTAssertEqual(stream.stats().consumed, 0)
+        XCTAssertIdentity(stream.stats())
+        XCTAssertEqual(try stream.get(maxCount: 10), [0, 1, 2])
+
+        let triggered = Locked(false)
+        let trigger = TestThread {
+            usleep(100_000)
+            triggered.withLock { $0 = true }
+            stream.requeue([42])
+        }
+        XCTAssertEqual(try stream.get(timeout: .seconds(30)), 42)
+        XCTAssertTrue(triggered.current, "get returned before the requeue")
+        XCTAssertTrue(trigger.join())
+    }
+
+    func testRequeueAfterAnImmediateCloseGoesToOnDrop() throws {
+        let tracker = DeinitTracker()
+        let drops = DropLog<TrackedItem> { $0.id }
+        let stream = try BoundedStream<TrackedItem>(capacity: 4, onDrop: drops.onDrop)
+        for i in 0..<3 { try stream.put(TrackedItem(i, tracker)) }
+        var prefetched = try stream.get(maxCount: 2)
+        stream.close(immediate: true)
+        XCTAssertEqual(drops.ids(.discardedOnClose), [2])
+        stream.requeue(prefetched)
+        prefetched.removeAll()
+        XCTAssertEqual(drops.ids(.discardedOnClose), [2, 0, 1])
+        XCTAssertEqual(stream.count, 0)
+        let stats = stream.stats()
+        XCTAssertEqual(stats.droppedOnClose, 3)
+        XCTAssertEqual(stats.consumed, 0)
+        XCTAssertIdentity(stats)
+        XCTAssertEqual(tracker.live, 0, "released, not kept")
+    }
+
     // MARK: join and taskDone
 
     func testJoinWaitsUntilEveryTaskIsDone() throws {
@@ -894,7 +937,7 @@ final class BoundedStreamTests: XCTestCase {
         let stats = stream.stats()
         XCTAssertEqual(stats.produced, 6, "shed items count as produced")
         XCTAssertEqual(stats.droppedShed, 3)
-        XCTAssertEqual(stats.backpressureEvents, 1, "one shedding call is one event")
+        XCTAssertEqual(stats.backpressureEvents, 3, "every shed item is a backpressure event")
         XCTAssertIdentity(stats)
     }
 

@@ -39,6 +39,13 @@ private func describe(_ action: Machine.TakeAction) -> String {
     }
 }
 
+private func describe(_ action: Machine.RequeueAction) -> String {
+    switch action {
+    case .requeued(let wake): return "requeued(wakeConsumers: \(wake))"
+    case .discard(let items): return "discard(\(items))"
+    }
+}
+
 private func describe(_ action: Machine.TaskDoneAction) -> String {
     switch action {
     case .done(let wake): return "done(wakeJoiners: \(wake))"
@@ -482,10 +489,11 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertIdentity(stats)
     }
 
-    func testRatesCoverTheRecentWindow() {
+    func testRatesSpanAtLeastOneWindowOnceTheStreamIsOlder() {
         let ms: Int64 = 1_000_000
         var machine = Machine(capacity: nil, policy: .block, now: 0)
         putAll(&machine, Array(0..<10))
+        // Younger than a window: from creation to now.
         var stats = machine.snapshot(now: 500 * ms)
         XCTAssertEqual(stats.producedPerSecond, 20, accuracy: 1e-9)  // 10 in 0.5 s
         XCTAssertEqual(stats.consumedPerSecond, 0)
@@ -498,17 +506,23 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertEqual(stats.consumedPerSecond, 20, accuracy: 1e-9)
         XCTAssertEqual(stats.windowSeconds, 1, accuracy: 1e-9)
 
-        // The window slides: from the 0.5 s sample (10 produced, 0 consumed) to 1.25 s.
+        // Samples at 0, 0.5 and 1 s: at 1.25 s the newest one a window old is still 0 s.
         stats = machine.snapshot(now: 1_250 * ms)
-        XCTAssertEqual(stats.windowSeconds, 0.75, accuracy: 1e-9)
-        XCTAssertEqual(stats.producedPerSecond, 10 / 0.75, accuracy: 1e-9)
-        XCTAssertEqual(stats.consumedPerSecond, 20 / 0.75, accuracy: 1e-9)
+        XCTAssertEqual(stats.windowSeconds, 1.25, accuracy: 1e-9)
+        XCTAssertEqual(stats.producedPerSecond, 16, accuracy: 1e-9)
+        XCTAssertEqual(stats.consumedPerSecond, 16, accuracy: 1e-9)
 
-        // A quiet stream: rates fall towards zero, never negative.
+        // At 1.6 s it is the 0.5 s sample (10 produced, 0 consumed): the window slid.
+        stats = machine.snapshot(now: 1_600 * ms)
+        XCTAssertEqual(stats.windowSeconds, 1.1, accuracy: 1e-9)
+        XCTAssertEqual(stats.producedPerSecond, 10 / 1.1, accuracy: 1e-9)
+        XCTAssertEqual(stats.consumedPerSecond, 20 / 1.1, accuracy: 1e-9)
+
+        // A quiet spell reads as a zero rate over a long span, never as noise.
         stats = machine.snapshot(now: 60_000 * ms)
-        XCTAssertGreaterThan(stats.windowSeconds, 0)
-        XCTAssertGreaterThanOrEqual(stats.producedPerSecond, 0)
-        XCTAssertLessThan(stats.producedPerSecond, 1)
+        XCTAssertGreaterThanOrEqual(stats.windowSeconds, 1)
+        XCTAssertEqual(stats.producedPerSecond, 0)
+        XCTAssertEqual(stats.consumedPerSecond, 0)
     }
 
     func testRatesAreZeroNotNegativeWhenNowPrecedesTheLastSample() {
@@ -518,6 +532,63 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertEqual(stats.producedPerSecond, 0)
         XCTAssertEqual(stats.consumedPerSecond, 0)
         XCTAssertEqual(stats.windowSeconds, 0)
+    }
+
+    // MARK: requeue
+
+    func testRequeuePutsItemsBackAtTheFrontAsIfNeverTaken() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2, 3, 4])
+        var taken: [Int] = []
+        _ = machine.take(upTo: 3) { taken.append($0) }
+        XCTAssertEqual(machine.counters.consumed, 3)
+        XCTAssertEqual(describe(machine.requeue(Array(taken.suffix(2)))), "requeued(wakeConsumers: false)")
+        XCTAssertEqual(Array(machine.buffer), [2, 3, 4], "oldest first, ahead of the backlog")
+        XCTAssertEqual(machine.counters.consumed, 1, "consumed goes down")
+        XCTAssertEqual(machine.counters.produced, 4, "produced does not change")
+        assertInvariants(machine)
+        machine.consumerWillWait()
+        XCTAssertEqual(describe(machine.requeue([1])), "requeued(wakeConsumers: true)")
+        machine.consumerDidWait(nanoseconds: 0)
+        XCTAssertEqual(drain(&machine), [1, 2, 3, 4])
+        assertInvariants(machine)
+    }
+
+    func testRequeueIgnoresCapacityAndRaisesThePeak() {
+        var machine = makeMachine(2, .block)
+        putAll(&machine, [1, 2])
+        _ = machine.get()
+        _ = machine.get()
+        putAll(&machine, [3, 4])
+        _ = machine.requeue([1, 2])
+        XCTAssertEqual(Array(machine.buffer), [1, 2, 3, 4], "a consumer handing back never blocks")
+        XCTAssertEqual(machine.counters.peakDepth, 4)
+        XCTAssertEqual(describe(machine.put(5)), "mustWait", "puts wait until the depth is under the bound")
+        assertInvariants(machine)
+    }
+
+    func testRequeueAfterAnImmediateCloseDiscardsAndCounts() {
+        var machine = makeMachine(4, .block)
+        putAll(&machine, [1, 2, 3])
+        _ = machine.get()
+        _ = machine.close(immediate: true)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 1)
+        XCTAssertEqual(describe(machine.requeue([1])), "discard([1])")
+        XCTAssertTrue(machine.buffer.isEmpty)
+        XCTAssertEqual(machine.counters.droppedOnClose, 3)
+        XCTAssertEqual(machine.counters.consumed, 0)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 0, "a discarded item's task is finished")
+        assertInvariants(machine)
+
+        var plain = makeMachine(4, .block)
+        putAll(&plain, [1, 2])
+        _ = plain.get()
+        _ = plain.close(immediate: false)
+        XCTAssertEqual(describe(plain.requeue([1])), "requeued(wakeConsumers: false)",
+                       "after a plain close the backlog stays readable")
+        XCTAssertEqual(drain(&plain), [1, 2])
+        XCTAssertEqual(describe(plain.get()), "closed")
+        assertInvariants(plain)
     }
 
     // MARK: model check

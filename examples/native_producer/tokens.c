@@ -12,6 +12,9 @@
  *                         # second (0: as fast as the stream takes them), then closing the
  *                         # stream, or closing it with an error when error_errno or
  *                         # error_message is given
+ *   tokens.count(stream, count, batch=64) -> Producer
+ *                         # as fast as possible: `count` 8-byte frames (i as a little-endian
+ *                         # int64), `batch` frames per put_frames call (one stream lock each)
  *   Producer.join(timeout=None) -> bool   # True once the thread has ended (and is joined)
  *   Producer.done, Producer.produced, Producer.last_status
  *
@@ -37,6 +40,7 @@ typedef struct {
     long long count;
     double rate;
     char prefix[64];
+    long long batch;               /* > 0: tokens.count's binary frames, this many per put */
     int error_errno;
     char error_message[256];       /* "" with error_errno 0: end normally */
     atomic_llong produced;         /* frames the stream took (BPS_OK) */
@@ -52,13 +56,37 @@ sleep_seconds(double seconds)
     }
 }
 
+/* tokens.count: binary counter frames, put in batches (one stream lock per batch). */
+static bps_status
+produce_counter(job_t *job)
+{
+    enum { MAX_BATCH = 256 };
+    int64_t values[MAX_BATCH];
+    bps_bytes frames[MAX_BATCH];
+    bps_status status = BPS_OK;
+    long long batch = job->batch > MAX_BATCH ? MAX_BATCH : job->batch;
+    for (long long i = 0; i < job->count && status != BPS_CLOSED;) {
+        size_t n = 0;
+        for (; n < (size_t)batch && i < job->count; n++, i++) {
+            values[n] = (int64_t)i;   /* little-endian on the machines we build for */
+            frames[n].data = &values[n];
+            frames[n].length = sizeof(int64_t);
+        }
+        size_t taken = 0;
+        status = api->put_frames(job->stream, frames, n, -1, NULL, &taken);
+        atomic_fetch_add(&job->produced, (long long)taken);
+        atomic_store(&job->last_status, (int)status);
+    }
+    return status;
+}
+
 static void *
 produce(void *arg)
 {
     job_t *job = arg;
     char frame[128];
     bps_status status = BPS_OK;
-    for (long long i = 0; i < job->count; i++) {
+    for (long long i = 0; job->batch == 0 && i < job->count; i++) {
         int length = snprintf(frame, sizeof(frame), "%s%lld ", job->prefix, i);
         /* Blocks while the stream is full (policy 'block'): backpressure. */
         status = api->put_frame(job->stream, frame, (size_t)length, -1, NULL);
@@ -76,6 +104,9 @@ produce(void *arg)
                 break;   /* notice a cancelled stream between ticks, too */
             }
         }
+    }
+    if (job->batch > 0) {
+        status = produce_counter(job);
     }
     if (atomic_load(&job->last_status) != BPS_CLOSED) {
         if (job->error_errno != 0 || job->error_message[0] != '\0') {
@@ -171,6 +202,8 @@ producer_dealloc(ProducerObject *self)
     Py_DECREF(tp);
 }
 
+static PyObject *tokens_start_job(PyObject *, PyObject *, PyObject *, long long);
+
 static PyMethodDef producer_methods[] = {
     {"join", (PyCFunction)(void (*)(void))producer_join, METH_VARARGS | METH_KEYWORDS,
      "join(timeout=None) -> bool: wait for the thread to end; True once it has."},
@@ -203,7 +236,7 @@ static PyType_Spec producer_spec = {
 static PyTypeObject *producer_type;
 
 static PyObject *
-tokens_start(PyObject *module, PyObject *args, PyObject *kwargs)
+tokens_start_job(PyObject *module, PyObject *args, PyObject *kwargs, long long batch)
 {
     (void)module;
     static char *kwlist[] = {"stream", "count", "rate", "prefix", "error_errno",
@@ -231,6 +264,7 @@ tokens_start(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     job->stream = stream;
     job->count = count;
+    job->batch = batch;
     job->rate = rate;
     snprintf(job->prefix, sizeof(job->prefix), "%s", prefix);
     job->error_errno = error_errno;
@@ -249,7 +283,40 @@ tokens_start(PyObject *module, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
+static PyObject *
+tokens_start(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return tokens_start_job(module, args, kwargs, 0);
+}
+
+static PyObject *
+tokens_count(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"stream", "count", "batch", NULL};
+    PyObject *stream_obj;
+    long long count, batch = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OL|L:count", kwlist, &stream_obj, &count,
+                                     &batch)) {
+        return NULL;
+    }
+    if (batch < 1) {
+        PyErr_SetString(PyExc_ValueError, "batch must be at least 1");
+        return NULL;
+    }
+    PyObject *call_args = Py_BuildValue("(OL)", stream_obj, count);
+    if (call_args == NULL) {
+        return NULL;
+    }
+    PyObject *producer = tokens_start_job(module, call_args, NULL, batch);
+    Py_DECREF(call_args);
+    return producer;
+}
+
 static PyMethodDef tokens_methods[] = {
+    {"count", (PyCFunction)(void (*)(void))tokens_count, METH_VARARGS | METH_KEYWORDS,
+     "count(stream, count, batch=64)\n"
+     "Start a native thread putting `count` 8-byte frames (a little-endian int64 counter),\n"
+     "`batch` per call; returns a Producer."},
     {"start", (PyCFunction)(void (*)(void))tokens_start, METH_VARARGS | METH_KEYWORDS,
      "start(stream, count, rate=0.0, prefix='token', error_errno=0, error_message=None)\n"
      "Start a native thread putting `count` frames into `stream`; returns a Producer."},

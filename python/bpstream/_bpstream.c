@@ -1989,6 +1989,7 @@ static const BPStream_CAPI bpstream_capi = {
     .version = BPSTREAM_CAPI_VERSION,
     .stream_handle = capi_stream_handle,
     .put_frame = bps_stream_put_frame,
+    .put_frames = bps_stream_put_frames,
     .close = bps_stream_close,
     .close_with_error = bps_stream_close_with_error,
     .is_closed = capi_is_closed,

@@ -5,6 +5,7 @@ Run from the repository root with `PYTHONPATH=python python3 -m pytest python/te
 """
 
 import faulthandler
+import os
 import signal
 import sys
 import threading
@@ -27,14 +28,29 @@ def pytest_report_header(config):
     return f"bpstream {bpstream.__version__} from {bpstream.__file__}"
 
 
-# A test still running after this long is hung (the slowest takes a few seconds). Dump every
-# thread's stack and exit, rather than leave CI waiting forever on a blocked call.
-HANG_SECONDS = 180
+# A test still running after this long is hung (the slowest takes a few seconds): dump every
+# thread's stack and exit, rather than leave CI waiting forever on a blocked call. The dump
+# goes to a copy of the real stderr taken before pytest's capturing can redirect fd 2.
+HANG_SECONDS = 60
+_hang_report = None
+
+
+def pytest_configure(config):
+    global _hang_report
+    _hang_report = os.fdopen(os.dup(sys.__stderr__.fileno()), "w")
+
+
+def pytest_unconfigure(config):
+    if _hang_report is not None:
+        _hang_report.close()
 
 
 @pytest.fixture(autouse=True)
-def hang_guard():
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+def hang_guard(request):
+    if _hang_report is None:
+        yield
+        return
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=_hang_report)
     yield
     faulthandler.cancel_dump_traceback_later()
 

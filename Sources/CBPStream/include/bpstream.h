@@ -189,6 +189,19 @@ void bps_frame_free(void *item);
 bps_status bps_stream_put_frame(bps_stream *stream, const void *data, size_t length,
                                 int64_t timeout_ns, const bps_waiter *waiter);
 
+/* One byte range, for bps_stream_put_frames. */
+typedef struct bps_bytes {
+    const void *data;
+    size_t length;
+} bps_bytes;
+
+/* Puts a copy of each frames[i] as one frame item, in order, one stream lock per call
+ * (bps_stream_put_many semantics: *out_taken, when non-NULL, is written whatever the
+ * status; copies not taken are freed here). The caller's buffers stay the caller's. */
+bps_status bps_stream_put_frames(bps_stream *stream, const bps_bytes *frames, size_t count,
+                                 int64_t timeout_ns, const bps_waiter *waiter,
+                                 size_t *out_taken);
+
 /* Close flags. */
 #define BPS_CLOSE_IMMEDIATE 1u  /* also discard (release) the backlog; wake every waiter */
 

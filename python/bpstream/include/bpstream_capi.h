@@ -61,6 +61,11 @@ typedef struct BPStream_CAPI {
     bps_status (*put_frame)(bps_stream *stream, const void *data, size_t length,
                             int64_t timeout_ns, const bps_waiter *waiter);
 
+    /* No GIL needed. Puts copies of frames[0..count) in order under one stream lock (the
+     * fast way to stream many small results). *out_taken (if non-NULL): how many went in. */
+    bps_status (*put_frames)(bps_stream *stream, const bps_bytes *frames, size_t count,
+                             int64_t timeout_ns, const bps_waiter *waiter, size_t *out_taken);
+
     /* No GIL needed. Ends the stream: flags 0 lets the consumer drain what is buffered;
      * BPS_CLOSE_IMMEDIATE discards it. */
     bps_status (*close)(bps_stream *stream, uint32_t flags);
