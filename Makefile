@@ -6,7 +6,7 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test swift-test python-test bench install clean
+.PHONY: demo test swift-test python-test bench examples install clean
 
 demo: install
 	$(VPY) -m bpstream.demo
@@ -21,6 +21,11 @@ python-test: install
 
 bench: install
 	$(VPY) python/benchmarks/bench.py
+	$(VPY) python/benchmarks/bench_native.py
+
+# The example native producer (a C extension using bpstream's C API capsule).
+examples: install
+	$(VPY) examples/native_producer/build.py
 
 install: $(VENV)/bin/activate
 	$(VPY) -m pip install --quiet --disable-pip-version-check .

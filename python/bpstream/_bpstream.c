@@ -1159,17 +1159,17 @@ stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
  * INVARIANTS
  *  - items[next..count) are owned by the iterator (taken from the stream, counted as
  *    consumed there) and not yet yielded; everything else in items[] is garbage.
- *  - A batch is at most `batch` items: PREFETCH_MAX, and at most 1/16 of the stream's
- *    capacity, so a consumer of a latest-value stream (drop_oldest) sees items at most
- *    that much staler than the stream's newest. A stream of capacity < 32 is iterated
- *    one item at a time.
+ *  - A batch is at most `batch` items (see stream_iter): 256 and a quarter of the
+ *    capacity for lossless policies; 64 and 1/16 of the capacity for drop_oldest and
+ *    drop_all, so a consumer of a latest-value stream sees items at most that much
+ *    staler than the stream's newest. Small streams are iterated one item at a time.
  *  - A batch only takes what is already there: the iterator waits for the first item,
  *    never for a full batch.
  *  - Items still held when the iterator is dropped (a `break` out of the loop) go back
  *    to the FRONT of the stream (bps_stream_requeue), as if never taken: nothing is lost.
  *  - `refilling` is set while one thread refills with the GIL released; another thread
  *    calling next() meanwhile takes a single item directly instead of touching items[]. */
-#define PREFETCH_MAX 64
+#define PREFETCH_MAX 256
 
 typedef struct {
     PyObject_HEAD
@@ -1190,10 +1190,16 @@ stream_iter(StreamObject *self)
     if (status != BPS_OK) {
         return stream_error(self, status);
     }
-    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? PREFETCH_MAX
-                       : (Py_ssize_t)(capacity / 16);
-    if (batch > PREFETCH_MAX) {
-        batch = PREFETCH_MAX;
+    /* Lossless policies keep order and every item, so a bigger batch costs no
+     * freshness: up to a quarter of the capacity. Dropping policies exist to deliver
+     * fresh items: at most 1/16 of the capacity, so the iterator's items are never much
+     * staler than the stream's newest. */
+    int drops = self->policy == BPS_POLICY_DROP_OLDEST || self->policy == BPS_POLICY_DROP_ALL;
+    Py_ssize_t limit = drops ? PREFETCH_MAX / 4 : PREFETCH_MAX;
+    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? limit
+                       : (Py_ssize_t)(capacity / (drops ? 16 : 4));
+    if (batch > limit) {
+        batch = limit;
     }
     if (batch < 1) {
         batch = 1;
@@ -1290,9 +1296,9 @@ iterator_dealloc(IteratorObject *it)
 
 PyDoc_STRVAR(iterator_doc,
 "Iterator over a BoundedStream: yields items until the stream is closed and\n"
-"drained. It takes items in small batches (at most 64, and at most 1/16 of the\n"
-"capacity); items it still holds when it is dropped go back to the front of\n"
-"the stream.");
+"drained. It takes what is there in batches (at most 256 items and a quarter\n"
+"of the capacity; for drop_oldest and drop_all at most 64 and 1/16); items it\n"
+"still holds when it is dropped go back to the front of the stream.");
 
 static PyType_Slot iterator_slots[] = {
     {Py_tp_doc, (void *)iterator_doc},

@@ -1,0 +1,185 @@
+"""Native producers into Python: bpstream against what Python does on its own, in one run.
+
+    .venv/bin/python python/benchmarks/bench_native.py            # make bench
+    .venv/bin/python python/benchmarks/bench_native.py --quick    # smoke run
+
+1. A native producer thread (examples/native_producer/tokens.c, built here through the C
+   API capsule, no GIL) puts N 8-byte frames into a BoundedStream(1024); Python iterates
+   `for x in s`. The floor is `for x in range(N)` in the same process.
+2. read_lines over a large file against `for line in open(path, "rb")`, iteration alone
+   and with a per-line CPU workload in Python (the native reader reads on the other core).
+3. Peak RSS of a drop_oldest stream fed 10 million frames by a producer ~100x faster than
+   its consumer (in a child process: ru_maxrss), against capacity x item size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import bpstream
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.join(HERE, os.pardir, os.pardir, "examples", "native_producer")
+
+
+def load_tokens(build_dir: str):
+    """Builds the example native producer into build_dir and imports it."""
+    spec = importlib.util.spec_from_file_location("tokens_build", os.path.join(EXAMPLE, "build.py"))
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    path = builder.build(build_dir)
+    spec = importlib.util.spec_from_file_location("tokens", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def best_of(rounds: int, fn) -> float:
+    return max(fn() for _ in range(rounds))
+
+
+def bench_native_frames(tokens, n: int, rounds: int) -> None:
+    def floor() -> float:
+        t = time.perf_counter()
+        for x in range(n):
+            pass
+        return n / (time.perf_counter() - t)
+
+    def native() -> float:
+        s = bpstream.BoundedStream(1024)
+        producer = tokens.count(s, n)
+        t = time.perf_counter()
+        for x in s:
+            pass
+        rate = n / (time.perf_counter() - t)
+        producer.join()
+        stats = s.stats()
+        assert stats.consumed == n and stats.produced == n, stats
+        return rate
+
+    gc.collect()
+    f = best_of(rounds, floor)
+    r = best_of(rounds, native)
+    print(f"1. native producer -> Python `for` loop, {n:,} 8-byte frames, capacity 1024")
+    print(f"   for x in range(N)                 {f:>14,.0f} items/s   1.00x")
+    print(f"   tokens.count -> for x in stream   {r:>14,.0f} items/s   {r / f:.2f}x  (target >= 0.4x)")
+    print("   memory bound: <= 1024 frames in the stream + <= 64 prefetched by the iterator")
+
+
+def make_file(path: str, lines: int) -> None:
+    with open(path, "wb") as f:
+        chunk = []
+        for i in range(lines):
+            chunk.append(b"%08d some text of a typical log line, field=%d value=%d\n" % (i, i % 97, i * 7))
+            if len(chunk) == 10000:
+                f.write(b"".join(chunk))
+                chunk.clear()
+        f.write(b"".join(chunk))
+
+
+def work(line: bytes) -> None:
+    hashlib.blake2b(line).digest()
+    line.split()
+
+
+def bench_read_lines(path: str, lines: int, rounds: int) -> None:
+    def plain(with_work: bool) -> float:
+        t = time.perf_counter()
+        with open(path, "rb") as f:
+            if with_work:
+                for line in f:
+                    work(line)
+            else:
+                for line in f:
+                    pass
+        return lines / (time.perf_counter() - t)
+
+    def native(with_work: bool) -> float:
+        t = time.perf_counter()
+        with bpstream.read_lines(path) as s:
+            if with_work:
+                for line in s:
+                    work(line)
+            else:
+                for line in s:
+                    pass
+            assert s.stats().consumed == lines
+        return lines / (time.perf_counter() - t)
+
+    size = os.path.getsize(path)
+    print(f"2. read_lines over a {size / 1e6:.0f} MB file of {lines:,} lines (page-cached)")
+    for label, with_work in (("iteration alone", False), ("with per-line work", True)):
+        p = best_of(rounds, lambda: plain(with_work))
+        r = best_of(rounds, lambda: native(with_work))
+        target = ">= 0.8x" if not with_work else "> 1.0x"
+        print(f"   {label:<20} open(): {p:>12,.0f} lines/s   read_lines: {r:>12,.0f} lines/s"
+              f"   {r / p:.2f}x  (target {target})")
+
+
+RSS_CHILD = r"""
+import resource, sys, time
+sys.path[:0] = [sys.argv[1]]
+import bpstream, tokens
+N = int(sys.argv[2])
+s = bpstream.BoundedStream(1024, "drop_oldest")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+producer = tokens.count(s, N, 256)
+got = 0
+spin = 0
+while not producer.done or len(s):
+    try:
+        s.get(timeout=0.01)
+        got += 1
+    except bpstream.Empty:
+        continue
+    for _ in range(40):   # a consumer ~100x slower than the producer
+        spin += 1
+producer.join()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+st = s.stats()
+print(before, after, st.produced, st.consumed, st.dropped, st.peak_depth)
+"""
+
+
+def bench_rss(build_dir: str, n: int) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, build_dir, str(n)],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    before, after, produced, consumed, dropped, peak = map(int, out)
+    bound_kib = 1024 * (8 + 8 + 16) / 1024  # items x (frame header + payload + slot)
+    print(f"3. drop_oldest, {produced:,} frames from a native producer, consumer took {consumed:,}"
+          f" ({produced / max(consumed, 1):.0f}x slower), dropped {dropped:,}, peak depth {peak}")
+    print(f"   peak RSS before {before / 1024:.1f} MiB, after {after / 1024:.1f} MiB:"
+          f" growth {(after - before) / 1024:.2f} MiB (capacity x item size = {bound_kib:.0f} KiB + constant)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args(argv)
+    n = 300_000 if args.quick else 4_000_000
+    lines = 200_000 if args.quick else 2_000_000
+    rss_items = 500_000 if args.quick else 10_000_000
+    rounds = 1 if args.quick else 3
+    print(f"bpstream {bpstream.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = load_tokens(tmp)
+        bench_native_frames(tokens, n, rounds)
+        path = os.path.join(tmp, "lines.txt")
+        make_file(path, lines)
+        bench_read_lines(path, lines, rounds)
+        bench_rss(tmp, rss_items)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
