@@ -14,6 +14,7 @@ import importlib.util
 import queue
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -27,6 +28,7 @@ from support import (
     WAKE_WITHIN,
     Item,
     check_identity,
+    drain,
     refcount_deltas,
     refcounts,
 )
@@ -63,12 +65,18 @@ def tokens(tmp_path_factory):
 
 @pytest.fixture
 def producers():
-    """register(p) -> p; at teardown every registered producer must end (the streams of
-    make_stream are closed immediately first, which releases a producer a failed test
-    left blocked), so no test leaves a native thread behind for the next one."""
+    """register(p, stream) -> p; at teardown the stream is closed immediately (which
+    releases a producer a failed test left blocked) and the producer must end, so no test
+    leaves a native thread behind for the next one."""
     started = []
-    yield lambda p: started.append(p) or p
-    for p in started:
+
+    def register(p, stream):
+        started.append((p, stream))
+        return p
+
+    yield register
+    for p, stream in started:
+        stream.close(immediate=True)
         assert p.join(WAKE_WITHIN), "a native producer never ended"
 
 
@@ -92,7 +100,7 @@ def assert_cancelled(p):
 @pytest.mark.parametrize("capacity", [1, 8, 1024])
 def test_frames_arrive_in_order_as_bytes_then_the_loop_ends(tokens, make_stream, producers, capacity):
     s = make_stream(capacity)
-    p = producers(tokens.start(s, 500))
+    p = producers(tokens.start(s, 500), s)
     got = list(s)  # ends only when the producer closes the stream
     assert got == frames(500)
     assert all(type(x) is bytes for x in got)
@@ -109,14 +117,14 @@ def test_frames_arrive_in_order_as_bytes_then_the_loop_ends(tokens, make_stream,
 
 def test_prefix_is_used(tokens, make_stream, producers):
     s = make_stream(8)
-    producers(tokens.start(s, 3, prefix="tok-"))
+    producers(tokens.start(s, 3, prefix="tok-"), s)
     assert list(s) == [b"tok-0 ", b"tok-1 ", b"tok-2 "]
 
 
 def test_count_frames_decode_to_a_counter_in_order(tokens, make_stream, producers):
     n = 50_000
     s = make_stream(1024)
-    p = producers(tokens.count(s, n, batch=64))
+    p = producers(tokens.count(s, n, batch=64), s)
     got = list(s)
     assert all(len(x) == 8 for x in got)
     assert decode(got) == list(range(n))
@@ -130,7 +138,7 @@ def test_count_frames_decode_to_a_counter_in_order(tokens, make_stream, producer
 def test_count_frames_through_get_and_get_many(tokens, make_stream, producers):
     n = 3000
     s = make_stream(16)
-    producers(tokens.count(s, n, batch=7))
+    producers(tokens.count(s, n, batch=7), s)
     got = [s.get(timeout=WAKE_WITHIN) for _ in range(10)]
     while True:
         try:
@@ -145,7 +153,7 @@ def test_count_frames_through_get_and_get_many(tokens, make_stream, producers):
 
 def test_zero_count_just_closes(tokens, make_stream, producers):
     s = make_stream(4)
-    p = producers(tokens.start(s, 0))
+    p = producers(tokens.start(s, 0), s)
     assert list(s) == []
     assert p.join(WAKE_WITHIN)
     assert p.produced == 0
@@ -157,7 +165,7 @@ def test_python_objects_then_native_frames_in_order(tokens, make_stream, produce
     s.put("text")
     s.put(first)
     s.put(None)
-    p = producers(tokens.start(s, 40))
+    p = producers(tokens.start(s, 40), s)
     got = list(s)
     assert got[:3] == ["text", first, None]
     assert got[1] is first
@@ -172,7 +180,7 @@ def test_python_puts_interleave_with_a_running_producer(tokens, make_stream, pro
     """A Python thread and a native thread feed one stream at once: each one's items keep
     their own order, and nothing is lost."""
     s = make_stream(8)
-    p = producers(tokens.count(s, 2000, batch=5))
+    p = producers(tokens.count(s, 2000, batch=5), s)
     for i in range(200):
         s.put(("py", i), timeout=WAKE_WITHIN)
     got = list(s)  # the producer closes the stream when it is done
@@ -185,7 +193,7 @@ def test_python_puts_interleave_with_a_running_producer(tokens, make_stream, pro
 
 def test_queue_and_subclasses_are_streams_too(tokens, producers):
     q = bpstream.Queue(4)
-    producers(tokens.start(q, 6))
+    producers(tokens.start(q, 6), q)
     assert [q.get(timeout=WAKE_WITHIN) for _ in range(6)] == frames(6)
     with pytest.raises(bpstream.Closed):
         q.get(timeout=WAKE_WITHIN)
@@ -194,7 +202,7 @@ def test_queue_and_subclasses_are_streams_too(tokens, producers):
         pass
 
     s = Sub(4)
-    producers(tokens.start(s, 6))
+    producers(tokens.start(s, 6), s)
     assert list(s) == frames(6)
 
 
@@ -203,7 +211,7 @@ def test_queue_and_subclasses_are_streams_too(tokens, producers):
 
 def test_a_full_stream_holds_the_producer_back_until_the_consumer_reads(tokens, make_stream, producers):
     s = make_stream(4)
-    p = producers(tokens.start(s, 100))
+    p = producers(tokens.start(s, 100), s)
     assert wait_until(lambda: len(s) == 4), f"the producer never filled the stream: {s.stats()}"
     time.sleep(BLOCK_PROBE * 3)
     # Still held back: nothing beyond the capacity was taken, the thread has not ended.
@@ -238,7 +246,7 @@ def test_count_batches_respect_the_capacity(tokens, make_stream, producers):
 
 def test_drop_oldest_keeps_the_newest_frames(tokens, make_stream, producers):
     s = make_stream(8, "drop_oldest")
-    p = producers(tokens.start(s, 10_000))
+    p = producers(tokens.start(s, 10_000), s)
     # drop_oldest never waits: the producer runs to the end with nobody reading.
     assert p.join(WAKE_WITHIN)
     assert p.produced == 10_000
@@ -253,7 +261,7 @@ def test_drop_oldest_keeps_the_newest_frames(tokens, make_stream, producers):
 def test_drop_oldest_with_a_concurrent_consumer(tokens, make_stream, producers):
     n = 20_000
     s = make_stream(4, "drop_oldest")
-    p = producers(tokens.count(s, n, batch=16))
+    p = producers(tokens.count(s, n, batch=16), s)
     got = []
     for x in s:
         got.append(int.from_bytes(x, "little"))
@@ -280,7 +288,7 @@ def test_drop_oldest_with_a_concurrent_consumer(tokens, make_stream, producers):
 )
 def test_an_os_error_ends_the_for_loop_after_every_frame(tokens, make_stream, producers, code, exc_type):
     s = make_stream(8)
-    p = producers(tokens.start(s, 5, error_errno=code, error_message="no such token"))
+    p = producers(tokens.start(s, 5, error_errno=code, error_message="no such token"), s)
     got = []
     with pytest.raises(exc_type) as info:
         for x in s:
@@ -301,7 +309,7 @@ def test_an_os_error_ends_the_for_loop_after_every_frame(tokens, make_stream, pr
 
 def test_an_os_error_reaches_get(tokens, make_stream, producers):
     s = make_stream(2)  # smaller than the frames: the error waits behind them
-    producers(tokens.start(s, 6, error_errno=errno.ENOENT, error_message="model file gone"))
+    producers(tokens.start(s, 6, error_errno=errno.ENOENT, error_message="model file gone"), s)
     got = [s.get(timeout=WAKE_WITHIN) for _ in range(6)]
     assert got == frames(6)
     for call in (lambda: s.get(timeout=WAKE_WITHIN), s.get, s.get_nowait):
@@ -313,7 +321,7 @@ def test_an_os_error_reaches_get(tokens, make_stream, producers):
 
 def test_a_message_without_errno_is_a_producer_error(tokens, make_stream, producers):
     s = make_stream(8)
-    p = producers(tokens.start(s, 3, error_message="the model crashed"))
+    p = producers(tokens.start(s, 3, error_message="the model crashed"), s)
     got = []
     with pytest.raises(bpstream.ProducerError) as info:
         for x in s:
@@ -330,7 +338,7 @@ def test_a_message_without_errno_is_a_producer_error(tokens, make_stream, produc
 
 def test_an_error_on_an_empty_stream_raises_at_once(tokens, make_stream, producers):
     s = make_stream(8)
-    p = producers(tokens.start(s, 0, error_errno=errno.ECONNRESET, error_message="peer went away"))
+    p = producers(tokens.start(s, 0, error_errno=errno.ECONNRESET, error_message="peer went away"), s)
     assert p.join(WAKE_WITHIN)
     with pytest.raises(ConnectionResetError):
         s.get(timeout=WAKE_WITHIN)
@@ -502,7 +510,7 @@ def test_python_objects_consumed_next_to_frames_are_released_once(tokens, make_s
     s = make_stream(8)
     for x in items:
         s.put(x)
-    producers(tokens.start(s, 50))
+    producers(tokens.start(s, 50), s)
     got = list(s)
     assert got[:5] == items
     assert got[5:] == frames(50)
@@ -519,7 +527,7 @@ def test_python_objects_evicted_by_native_puts_are_released_once(tokens, make_st
     s = make_stream(4, "drop_oldest")
     for x in items:
         s.put(x)
-    p = producers(tokens.start(s, 100))
+    p = producers(tokens.start(s, 100), s)
     deadline = time.monotonic() + WAKE_WITHIN
     while not p.done and time.monotonic() < deadline:
         sum(range(1000))  # busy in Python, not waiting in join()
@@ -540,7 +548,7 @@ def test_evicted_objects_held_only_by_the_stream_die(tokens, make_stream, produc
         s.put(x)
     del x
     assert all(r() is not None for r in refs)
-    p = producers(tokens.start(s, 3))
+    p = producers(tokens.start(s, 3), s)
     assert p.join(WAKE_WITHIN)
     assert [r() for r in refs] == [None, None, None]
     assert list(s) == frames(3)
@@ -553,7 +561,7 @@ def test_python_objects_discarded_on_close_are_released_once(tokens, producers, 
     s = bpstream.BoundedStream(8)
     for x in items:
         s.put(x)
-    p = producers(blocked_producer(tokens, s))
+    p = producers(blocked_producer(tokens, s), s)
     s.close(immediate=immediate)
     assert_cancelled(p)
     if immediate:
@@ -571,7 +579,7 @@ def test_python_objects_in_a_dropped_stream_are_released_once(tokens, producers)
     s = bpstream.BoundedStream(8)
     for x in items:
         s.put(x)
-    p = producers(blocked_producer(tokens, s))
+    p = producers(blocked_producer(tokens, s), s)
     del s
     gc.collect()
     assert_cancelled(p)
@@ -583,7 +591,7 @@ def test_python_objects_in_a_dropped_stream_are_released_once(tokens, producers)
 
 def test_breaking_out_of_a_for_loop_loses_nothing(tokens, make_stream, producers):
     s = make_stream(1024)  # big enough for the iterator to prefetch a batch
-    p = producers(tokens.count(s, 1000))
+    p = producers(tokens.count(s, 1000), s)
     assert p.join(WAKE_WITHIN)
     for first in s:
         break
@@ -605,7 +613,7 @@ def test_many_short_loops_over_a_live_producer_lose_nothing(tokens, make_stream,
     s = make_stream(1024)
     obj = Item(-1)
     s.put(obj)
-    producers(tokens.count(s, n, batch=32))
+    producers(tokens.count(s, n, batch=32), s)
     got = []
     for take in range(1, 10_000):
         k = 0
