@@ -33,6 +33,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// read WITHOUT the lock by a thread spinning before it parks (see `park`): a spinner
     /// that sees it change retries at once, skipping a sleep and a wake-up system call.
     @usableFromInline let changes = Atomic<UInt>(0)
+    /// 1 while some thread spins in `park`: one spinner at a time, so threads outnumbering
+    /// the cores never burn the time the thread they wait for needs.
+    @usableFromInline let spinning = Atomic<Int>(0)
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -468,11 +471,14 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         // Spin briefly before sleeping: a peer on another core (a native producer, or a
         // Python thread that just got the GIL) usually acts within microseconds, and
         // catching that here saves both threads a futex sleep and wake-up.
-        let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
-        var spins = 0
-        while changes.load(ordering: .relaxed) == seen {
-            spins &+= 1
-            if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
+        if spinning.compareExchange(expected: 0, desired: 1, ordering: .relaxed).exchanged {
+            let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
+            var spins = 0
+            while changes.load(ordering: .relaxed) == seen {
+                spins &+= 1
+                if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
+            }
+            spinning.store(0, ordering: .relaxed)
         }
         lock.lock()
         var nextPoll = interval > 0 ? start + interval : Int64.max

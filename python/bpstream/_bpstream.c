@@ -52,6 +52,7 @@
 #  define Py_READONLY READONLY
 #endif
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -109,6 +110,7 @@ typedef struct {
     Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see top) */
     bps_policy policy;
     bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
+    long long unbounded_maxsize;   /* Queue: the maxsize <= 0 given, read back as given */
 } StreamObject;
 
 static struct PyModuleDef bpstream_module;
@@ -597,6 +599,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->getters_waiting = 0;
     self->policy = BPS_POLICY_BLOCK;
     self->reader = NULL;
+    self->unbounded_maxsize = 0;
     return (PyObject *)self;
 }
 
@@ -1595,6 +1598,9 @@ queue_init(StreamObject *self, PyObject *args, PyObject *kwds)
         if (overflow == 0 && maxsize > 0) {
             capacity = maxsize;
         }
+        else {
+            self->unbounded_maxsize = overflow < 0 ? LLONG_MIN : maxsize;
+        }
     }
     bps_policy policy = BPS_POLICY_BLOCK;
     if (policy_obj != NULL && policy_from_object(policy_obj, &policy) < 0) {
@@ -1800,7 +1806,7 @@ queue_get_maxsize(StreamObject *self, void *Py_UNUSED(closure))
     if (status != BPS_OK) {
         return stream_error(self, status);
     }
-    return PyLong_FromLongLong(capacity < 0 ? 0 : capacity);
+    return PyLong_FromLongLong(capacity < 0 ? self->unbounded_maxsize : capacity);
 }
 
 static int
@@ -1830,6 +1836,7 @@ queue_set_maxsize(StreamObject *self, PyObject *value, void *Py_UNUSED(closure))
         stream_error(self, status);
         return -1;
     }
+    self->unbounded_maxsize = overflow < 0 ? LLONG_MIN : (maxsize <= 0 ? maxsize : 0);
     return 0;
 }
 

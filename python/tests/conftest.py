@@ -46,7 +46,7 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(autouse=True)
-def hang_guard(request):
+def hang_guard():
     if _hang_report is None:
         yield
         return

@@ -5,7 +5,7 @@ import weakref
 import pytest
 
 import bpstream
-from support import Call, Item, assert_stats, counters, do_blocking_test, drain, finishes, refcounts
+from support import Call, Item, assert_stats, counters, do_blocking_test, finishes, refcounts
 
 
 def test_buffered_items_are_delivered_after_close(make_stream):

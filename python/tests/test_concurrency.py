@@ -131,3 +131,58 @@ def test_lossy_policies_account_for_every_item(policy):
     assert st.dropped == getattr(st, LOSSY[policy])
     assert (st.rejected, st.depth, st.producer_waits) == (0, 0, 0)
     check_identity(st)
+
+
+class Tracked:
+    """Counts live instances, so a test can prove every item was released."""
+
+    live = 0
+    lock = threading.RLock()  # __del__ may run inside __init__ (a GC pass) on the same thread
+
+    def __init__(self):
+        with Tracked.lock:
+            Tracked.live += 1
+
+    def __del__(self):
+        with Tracked.lock:
+            Tracked.live -= 1
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest", "drop_all"])
+def test_immediate_close_under_load_releases_every_item(policy):
+    """Producers and consumers hammer the stream while it is closed immediately: afterwards
+    every item ever made is gone and the counters add up."""
+    live_before = Tracked.live
+    s = bpstream.BoundedStream(32, policy)
+
+    def producer():
+        while True:
+            try:
+                s.put(Tracked(), timeout=5)
+            except bpstream.Closed:
+                return
+
+    def consumer():
+        while True:
+            try:
+                s.get_many(8, timeout=5)
+            except bpstream.Closed:
+                return
+
+    workers = [Worker(producer) for _ in range(3)] + [Worker(consumer) for _ in range(2)]
+    for t in workers:
+        t.start()
+    time.sleep(0.2)
+    s.close(immediate=True)
+    for t in workers:
+        t.join(JOIN_WITHIN)
+        assert not t.is_alive(), "a worker is stuck after close(immediate=True)"
+    errors = [t.error for t in workers if t.error is not None]
+    if errors:
+        raise errors[0]
+    st = s.stats()
+    check_identity(st)
+    assert st.depth == 0 and st.closed is True
+    assert st.produced > 0
+    assert st.produced == st.consumed + st.dropped
+    assert Tracked.live == live_before, f"{Tracked.live - live_before} items were never released"

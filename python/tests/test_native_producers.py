@@ -28,7 +28,6 @@ from support import (
     WAKE_WITHIN,
     Item,
     check_identity,
-    drain,
     refcount_deltas,
     refcounts,
 )
@@ -70,13 +69,14 @@ def producers():
     leaves a native thread behind for the next one."""
     started = []
 
-    def register(p, stream):
+    def register(p, stream):  # stream None: the test drops the stream itself
         started.append((p, stream))
         return p
 
     yield register
     for p, stream in started:
-        stream.close(immediate=True)
+        if stream is not None:
+            stream.close(immediate=True)
         assert p.join(WAKE_WITHIN), "a native producer never ended"
 
 
@@ -180,15 +180,31 @@ def test_python_puts_interleave_with_a_running_producer(tokens, make_stream, pro
     """A Python thread and a native thread feed one stream at once: each one's items keep
     their own order, and nothing is lost."""
     s = make_stream(8)
-    p = producers(tokens.count(s, 2000, batch=5), s)
-    for i in range(200):
-        s.put(("py", i), timeout=WAKE_WITHIN)
-    got = list(s)  # the producer closes the stream when it is done
-    ours = [x for x in got if isinstance(x, tuple)]
-    theirs = [x for x in got if isinstance(x, bytes)]
-    assert ours == [("py", i) for i in range(200)]
-    assert decode(theirs) == list(range(2000))
-    assert p.join(WAKE_WITHIN)
+    p = producers(tokens.count(s, FOREVER, batch=5), s)
+
+    def feed():
+        for i in range(200):
+            s.put(("py", i), timeout=WAKE_WITHIN)
+
+    assert wait_until(lambda: len(s) == 8)  # the producer is running (and now blocked)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    got = []
+    ours = 0
+    for x in s:
+        got.append(x)
+        ours += isinstance(x, tuple)
+        if ours == 200:
+            break
+    feeder.join(WAKE_WITHIN)
+    s.close()
+    assert_cancelled(p)
+    got.extend(s)
+    assert [x for x in got if isinstance(x, tuple)] == [("py", i) for i in range(200)]
+    theirs = decode([x for x in got if isinstance(x, bytes)])
+    assert theirs == list(range(len(theirs)))
+    assert len(theirs) >= 8
+    check_identity(s.stats())
 
 
 def test_queue_and_subclasses_are_streams_too(tokens, producers):
@@ -233,7 +249,7 @@ def test_a_full_stream_holds_the_producer_back_until_the_consumer_reads(tokens, 
 
 def test_count_batches_respect_the_capacity(tokens, make_stream, producers):
     s = make_stream(10)
-    p = producers(tokens.count(s, 1000, batch=64))  # a batch larger than the stream
+    p = producers(tokens.count(s, 1000, batch=64), s)  # a batch larger than the stream
     assert wait_until(lambda: len(s) == 10)
     time.sleep(BLOCK_PROBE * 3)
     assert not p.done
@@ -458,6 +474,18 @@ def test_a_rate_limited_producer_stops_when_the_consumer_stops_early(tokens, how
     res.assert_back()
 
 
+def test_a_producer_started_on_a_closed_stream_stops_at_once(tokens):
+    res = Resources()
+    s = bpstream.BoundedStream(4)
+    s.close()
+    p = tokens.start(s, FOREVER)
+    assert_cancelled(p)
+    assert p.produced == 0
+    assert list(s) == []
+    del p, s
+    res.assert_back()
+
+
 def test_a_finished_producer_leaves_nothing_behind(tokens):
     res = Resources()
     s = bpstream.BoundedStream(4)
@@ -508,8 +536,7 @@ def test_python_objects_consumed_next_to_frames_are_released_once(tokens, make_s
     items = [Item(i) for i in range(5)]
     base = refcounts(items)
     s = make_stream(8)
-    for x in items:
-        s.put(x)
+    s.put_many(items)  # (a for loop's variable would keep the last item alive)
     producers(tokens.start(s, 50), s)
     got = list(s)
     assert got[:5] == items
@@ -525,8 +552,7 @@ def test_python_objects_evicted_by_native_puts_are_released_once(tokens, make_st
     items = [Item(i) for i in range(4)]
     base = refcounts(items)
     s = make_stream(4, "drop_oldest")
-    for x in items:
-        s.put(x)
+    s.put_many(items)  # (a for loop's variable would keep the last item alive)
     p = producers(tokens.start(s, 100), s)
     deadline = time.monotonic() + WAKE_WITHIN
     while not p.done and time.monotonic() < deadline:
@@ -559,9 +585,8 @@ def test_python_objects_discarded_on_close_are_released_once(tokens, producers, 
     items = [Item(i) for i in range(3)]
     base = refcounts(items)
     s = bpstream.BoundedStream(8)
-    for x in items:
-        s.put(x)
-    p = producers(blocked_producer(tokens, s), s)
+    s.put_many(items)  # (a for loop's variable would keep the last item alive)
+    p = producers(blocked_producer(tokens, s), None)
     s.close(immediate=immediate)
     assert_cancelled(p)
     if immediate:
@@ -577,9 +602,8 @@ def test_python_objects_in_a_dropped_stream_are_released_once(tokens, producers)
     items = [Item(i) for i in range(3)]
     base = refcounts(items)
     s = bpstream.BoundedStream(8)
-    for x in items:
-        s.put(x)
-    p = producers(blocked_producer(tokens, s), s)
+    s.put_many(items)  # (a for loop's variable would keep the last item alive)
+    p = producers(blocked_producer(tokens, s), None)
     del s
     gc.collect()
     assert_cancelled(p)

@@ -215,6 +215,15 @@ def test_maxsize_is_writable(Q):
     assert q.get_nowait() == 5
 
 
+@pytest.mark.parametrize("maxsize", [0, -1, -5])
+def test_non_positive_maxsize_reads_back_as_given(Q, maxsize):
+    q = Q(maxsize)
+    assert q.maxsize == maxsize
+    q.maxsize = 3
+    q.maxsize = maxsize
+    assert q.maxsize == maxsize and not q.full()
+
+
 def test_growing_maxsize_wakes_a_blocked_putter():
     q = bpstream.Queue(1)
     q.put("a")

@@ -254,3 +254,47 @@ def test_signal_handler_runs_while_blocked_and_the_wait_goes_on(make_stream):
         signal.signal(signal.SIGUSR1, previous)
     assert handled, "the handler never ran"
     assert handled[0] < put_at[0], "the handler only ran after the get returned"
+
+
+def run_with_handler(s, handler, call):
+    """Install `handler` for SIGUSR1, send it to the main thread 0.2 s into call(), and return
+    call()'s result. A rescue timer closes the stream if nothing else ends the call."""
+    main_ident = threading.main_thread().ident
+    previous = signal.signal(signal.SIGUSR1, handler)
+    timer = threading.Timer(0.2, signal.pthread_kill, (main_ident, signal.SIGUSR1))
+    rescue = threading.Timer(0.2 + WAKE_WITHIN, lambda: s.close(immediate=True))
+    try:
+        timer.start()
+        rescue.start()
+        try:
+            return call()
+        finally:
+            rescue.cancel()
+            timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_handler_that_closes_the_stream_ends_a_for_loop(make_stream):
+    """The SIGTERM-handler pattern: a handler closes the stream the main thread consumes."""
+    s = make_stream(4)
+    s.put_many([1, 2])
+    seen = []
+
+    def consume():
+        for item in s:
+            seen.append(item)
+        return time.monotonic()
+
+    start = time.monotonic()
+    ended = run_with_handler(s, lambda signum, frame: s.close(), consume)
+    assert seen == [1, 2]
+    assert ended - start < 0.2 + WAKE_WITHIN, "the loop was ended by the rescue, not the handler"
+    assert s.stats().dropped_on_close == 0
+
+
+def test_handler_that_puts_an_item_wakes_the_get(make_stream):
+    s = make_stream(4)
+    got = run_with_handler(s, lambda signum, frame: s.put("from handler"), s.get)
+    assert got == "from handler"
+    assert s.stats().dropped_on_close == 0

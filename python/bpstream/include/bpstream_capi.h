@@ -54,7 +54,8 @@ typedef struct BPStream_CAPI {
     uint32_t version;       /* BPSTREAM_CAPI_VERSION of the exporter */
 
     /* With the GIL. The native stream behind a bpstream.BoundedStream (or Queue) object:
-     * a new reference, or NULL with TypeError set. */
+     * a new reference; NULL with TypeError set (not a stream) or RuntimeError set (a
+     * subclass whose __init__ never ran). */
     bps_stream *(*stream_handle)(PyObject *obj);
 
     /* No GIL needed. Puts a copy of data[0..length) as one frame (see the contract). */

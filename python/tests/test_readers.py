@@ -1,0 +1,535 @@
+"""read_lines / read_chunks: a native reader thread streams a file, pipe, socket or a
+subprocess's output into a BoundedStream.
+
+What a user sees: the same lines as readlines() (or the same bytes as read()), from every
+kind of source, with the caller's own fd left open; errors as OSError at their place; a
+slow consumer holding back even a writer in another process; and close() or dropping the
+stream stopping the reader at once, leaving no thread and no fd behind.
+"""
+
+import errno
+import gc
+import os
+import pathlib
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import bpstream
+from native_support import Resources, wait_until
+from support import WAKE_WITHIN, Item, check_identity, child_env, finishes
+
+# The spec says 100 ms; this bound only catches a reader that is not stopped at all.
+STOP_WITHIN = 2.0
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    def write(data, name="data.bin"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    return write
+
+
+def numbered(n, width=0):
+    return [f"line {i:0{width}d}\n".encode() for i in range(n)]
+
+
+def readlines(path):
+    with open(path, "rb") as f:
+        return f.readlines()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_lines_equal_readlines(write_file):
+    path = write_file(b"".join(numbered(5000)) + b"\n\nlast one\n")
+    got = list(bpstream.read_lines(path))
+    assert got == readlines(path)
+    assert all(type(x) is bytes for x in got)
+
+
+def test_lines_longer_than_the_read_size(write_file):
+    lines = [bytes([65 + i % 26]) * 999 + b"\n" for i in range(200)]
+    path = write_file(b"".join(lines))
+    assert list(bpstream.read_lines(path, size=16)) == lines
+
+
+def test_a_one_mebibyte_line_arrives_whole(write_file):
+    big = b"x" * (1 << 20) + b"\n"
+    path = write_file(b"before\n" + big + b"after\n")
+    assert list(bpstream.read_lines(path)) == [b"before\n", big, b"after\n"]
+
+
+def test_the_last_line_may_lack_its_newline(write_file):
+    path = write_file(b"a\nbb\nlast")
+    assert list(bpstream.read_lines(path)) == [b"a\n", b"bb\n", b"last"]
+    assert list(bpstream.read_lines(path, size=1)) == [b"a\n", b"bb\n", b"last"]
+
+
+@pytest.mark.parametrize("reader", [bpstream.read_lines, bpstream.read_chunks])
+def test_an_empty_file_ends_at_once(write_file, reader):
+    path = write_file(b"")
+    s = reader(path)
+    assert finishes(list, s) == []
+    assert s.closed
+    st = s.stats()
+    check_identity(st)
+    assert st.produced == 0
+
+
+def test_binary_lines_with_nul_and_crlf(write_file):
+    data = b"\x00\x01\r\n\x00\n\r\r\n\xff\xfe\x00" * 300 + b"\r\n\x00"
+    path = write_file(data)
+    got = list(bpstream.read_lines(path, size=7))
+    assert got == readlines(path)
+    assert b"".join(got) == data
+
+
+@pytest.mark.parametrize("size", [1, 4096, 65536])
+def test_chunks_rebuild_the_file(write_file, size):
+    data = os.urandom(300_000 if size > 1 else 3000) + b"\n\x00tail"
+    path = write_file(data)
+    chunks = list(bpstream.read_chunks(path, size=size))
+    assert b"".join(chunks) == data
+    assert all(type(c) is bytes and 1 <= len(c) <= size for c in chunks)
+
+
+def test_line_stats_identity(write_file):
+    path = write_file(b"".join(numbered(3000)))
+    s = bpstream.read_lines(path, capacity=16)
+    assert list(s) == numbered(3000)
+    st = s.stats()
+    check_identity(st)
+    assert (st.produced, st.consumed, st.dropped, st.depth) == (3000, 3000, 0, 0)
+    assert st.peak_depth <= 16
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1 << 31, 1.5, True])
+def test_size_is_checked(write_file, bad):
+    path = write_file(b"x\n")
+    res = Resources()
+    with pytest.raises((ValueError, TypeError)):
+        bpstream.read_lines(path, size=bad)
+    res.assert_back()
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@pytest.mark.parametrize("kind", [str, pathlib.Path, os.fsencode])
+def test_a_path(write_file, kind):
+    path = write_file(b"".join(numbered(100)))
+    assert list(bpstream.read_lines(kind(path))) == numbered(100)
+
+
+def test_a_file_object_stays_the_callers(write_file):
+    data = b"".join(numbered(100))
+    path = write_file(data)
+    with open(path, "rb") as f:
+        assert list(bpstream.read_lines(f)) == numbered(100)
+        gc.collect()
+        assert not f.closed
+        os.fstat(f.fileno())  # the caller's fd is still open
+        f.seek(0)
+        assert f.read() == data
+
+
+def test_a_text_file_object(write_file):
+    path = write_file(b"".join(numbered(10)))
+    with open(path, "r") as f:
+        assert list(bpstream.read_lines(f)) == numbered(10)
+        assert not f.closed
+
+
+def test_an_fd_stays_the_callers(write_file):
+    data = b"".join(numbered(100))
+    path = write_file(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert b"".join(bpstream.read_chunks(fd, size=64)) == data
+        gc.collect()
+        os.fstat(fd)  # still open: the reader closed only its duplicate
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, len(data) + 1) == data
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert list(bpstream.read_lines(fd)) == numbered(100)
+    finally:
+        os.close(fd)
+
+
+def test_a_pipe(write_file):
+    r, w = os.pipe()
+    lines = numbered(20_000)
+
+    def write():
+        with os.fdopen(w, "wb") as out:
+            for i in range(0, len(lines), 1000):
+                out.write(b"".join(lines[i : i + 1000]))
+                out.flush()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        assert list(bpstream.read_lines(r, capacity=64)) == lines
+    finally:
+        writer.join(WAKE_WITHIN)
+        os.close(r)
+
+
+def test_a_socket():
+    a, b = socket.socketpair()
+    lines = numbered(5000)
+
+    def send():
+        with a:
+            for i in range(0, len(lines), 100):
+                a.sendall(b"".join(lines[i : i + 100]))
+            a.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    with b:
+        assert list(bpstream.read_lines(b)) == lines
+        sender.join(WAKE_WITHIN)
+        assert b.fileno() != -1  # still the caller's
+        assert b.recv(10) == b""
+
+
+def test_a_subprocess_stdout():
+    code = "import sys\nfor i in range(3000): print(f'line {i}')\n"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as proc:
+        got = list(bpstream.read_lines(proc.stdout))
+        assert proc.wait(WAKE_WITHIN * 4) == 0
+    assert got == numbered(3000)
+
+
+# ----------------------------------------------------------------------------- bad sources
+
+
+@pytest.mark.parametrize("reader", [bpstream.read_lines, bpstream.read_chunks])
+def test_a_missing_path_raises_at_once(tmp_path, reader):
+    res = Resources()
+    with pytest.raises(FileNotFoundError) as info:
+        reader(tmp_path / "missing.txt")
+    assert info.value.errno == errno.ENOENT
+    res.assert_back()
+
+
+def test_a_directory_raises_is_a_directory_error(tmp_path):
+    try:
+        s = bpstream.read_lines(tmp_path)
+    except IsADirectoryError as exc:  # at once
+        assert exc.errno == errno.EISDIR
+        return
+    with pytest.raises(OSError) as info:  # or from the first read
+        list(s)
+    assert info.value.errno == errno.EISDIR
+    assert isinstance(info.value, IsADirectoryError)
+
+
+@pytest.mark.parametrize("bad", [None, 1.0, object(), True])
+def test_a_source_of_the_wrong_type(bad):
+    with pytest.raises(TypeError):
+        bpstream.read_lines(bad)
+
+
+def test_a_closed_fd_raises_at_once():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as info:
+        bpstream.read_lines(r)
+    assert info.value.errno == errno.EBADF
+
+
+# ----------------------------------------------------------------------------- backpressure
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    progress = open(sys.argv[1], "w", buffering=1)
+    out = sys.stdout
+    for i in range({n}):
+        out.write(f"line {{i}}\\n")
+        if i % 1000 == 0:
+            progress.write(f"{{i}}\\n")
+    out.flush()
+    progress.write("done\\n")
+    """
+)
+
+
+def test_a_slow_consumer_holds_back_a_writing_process(tmp_path):
+    n = 200_000
+    progress = tmp_path / "progress"
+    progress.write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(n=n), str(progress)],
+        stdout=subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        s = bpstream.read_lines(proc.stdout, capacity=16)
+
+        def written():
+            return progress.read_text().split()
+
+        assert wait_until(written, within=30), "the child never started writing"
+        time.sleep(1.0)  # not reading
+        assert proc.poll() is None, "the child finished although nobody was reading"
+        assert "done" not in written()
+        assert len(s) == 16
+        assert s.stats().backpressure_events >= 1
+
+        got = list(s)
+        assert proc.wait(30) == 0
+        assert written()[-1] == "done"
+        assert len(got) == n
+        assert got == numbered(n)
+        st = s.stats()
+        check_identity(st)
+        assert st.produced == n
+        assert st.peak_depth <= 16
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_drop_oldest_on_a_fast_feed_ends_with_the_last_line(write_file):
+    lines = numbered(100_000, width=6)
+    path = write_file(b"".join(lines))
+    s = bpstream.read_lines(path, capacity=8, policy="drop_oldest")
+    got = []
+    for line in s:
+        got.append(line)
+        if len(got) == 1:  # a slow consumer: the reader races ahead meanwhile
+            assert wait_until(lambda: s.stats().produced >= 1000, within=30), s.stats()
+        elif len(got) <= 5:
+            time.sleep(0.01)
+    assert got[-1] == lines[-1]
+    assert got == sorted(set(got)), "lines out of order or repeated"
+    assert set(got) <= set(lines)
+    st = s.stats()
+    check_identity(st)
+    assert st.dropped_evicted > 0
+    assert st.produced == len(lines)
+    assert st.consumed == len(got)
+
+
+def test_drop_oldest_keeps_the_last_lines_when_nobody_reads(write_file):
+    lines = numbered(50_000)
+    path = write_file(b"".join(lines))
+    s = bpstream.read_lines(path, capacity=8, policy="drop_oldest")
+    assert wait_until(lambda: s.closed, within=30), "the reader never reached the end"
+    assert list(s) == lines[-8:]
+    st = s.stats()
+    assert st.dropped_evicted == len(lines) - 8
+
+
+def test_breaking_out_of_a_loop_over_a_reader_loses_no_line(write_file):
+    """Read a header, stop, read the rest later: the iterator's prefetched lines go back."""
+    lines = numbered(5000)
+    path = write_file(b"".join(lines))
+    s = bpstream.read_lines(path, capacity=1024)  # the iterator prefetches batches
+    head = []
+    for line in s:
+        head.append(line)
+        if len(head) == 3:
+            break
+    assert head == lines[:3]
+    assert list(s) == lines[3:]
+    st = s.stats()
+    check_identity(st)
+    assert (st.produced, st.consumed, st.depth) == (5000, 5000, 0)
+
+
+def test_python_objects_evicted_by_a_reader_are_released(silent_pipe):
+    """drop_oldest: the reader thread's puts evict objects put from Python; it must take
+    the GIL to release them, while the main thread is busy running Python code."""
+    r, w = silent_pipe
+    s = bpstream.read_lines(r, capacity=4, policy="drop_oldest")
+    try:
+        assert s.get(timeout=WAKE_WITHIN) == b"hello\n"
+        refs = []
+        for i in range(4):
+            x = Item(i)
+            refs.append(weakref.ref(x))
+            s.put(x)
+        del x
+        assert all(ref() is not None for ref in refs)
+        os.write(w, b"a\nb\nc\nd\n")
+        deadline = time.monotonic() + WAKE_WITHIN
+        while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+            sum(range(1000))  # busy in Python
+        assert [ref() for ref in refs] == [None] * 4
+        assert [s.get(timeout=WAKE_WITHIN) for _ in range(4)] == [b"a\n", b"b\n", b"c\n", b"d\n"]
+        st = s.stats()
+        check_identity(st)
+        assert st.dropped_evicted == 4
+    finally:
+        s.close()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _tcp_pair():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname(), timeout=WAKE_WITHIN)
+        server, _ = listener.accept()
+    client.settimeout(None)
+    return client, server
+
+
+def test_a_connection_reset_arrives_as_an_os_error_at_its_place():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("SO_LINGER 0 then close gives ECONNRESET on Linux")
+    client, server = _tcp_pair()
+    try:
+        s = bpstream.read_lines(client, capacity=16)
+        server.sendall(b"one\ntwo\nthree\n")
+        assert [s.get(timeout=WAKE_WITHIN) for _ in range(3)] == [b"one\n", b"two\n", b"three\n"]
+        server.sendall(b"four\nfive\n")
+        assert wait_until(lambda: len(s) == 2), "the reader never delivered the lines"
+        # Abort the connection: the peer sends RST instead of FIN.
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()
+        assert s.get(timeout=WAKE_WITHIN) == b"four\n"
+        assert s.get(timeout=WAKE_WITHIN) == b"five\n"
+        with pytest.raises(ConnectionResetError) as info:
+            s.get(timeout=WAKE_WITHIN)
+        assert info.value.errno == errno.ECONNRESET
+        with pytest.raises(ConnectionResetError):  # sticky
+            list(s)
+        check_identity(s.stats())
+    finally:
+        server.close()
+        client.close()
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+@pytest.fixture
+def silent_pipe():
+    """A pipe with one line in it whose writer never writes again (nor closes)."""
+    r, w = os.pipe()
+    os.write(w, b"hello\n")
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def assert_reader_gone(r, w):
+    """The reader's duplicate of the read end is closed: once we close ours, nobody reads
+    the pipe any more, so a write fails with EPIPE."""
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        os.write(w, b"x")
+
+
+@pytest.mark.parametrize("how", ["close", "close_immediate", "with", "del"])
+def test_stopping_a_reader_on_a_silent_pipe(silent_pipe, how):
+    r, w = silent_pipe
+    res = Resources()
+    s = bpstream.read_lines(r)
+    assert s.get(timeout=WAKE_WITHIN) == b"hello\n"
+    res.assert_grew(threads=1, fds=1)
+    start = time.monotonic()
+    if how == "close":
+        s.close()
+    elif how == "close_immediate":
+        s.close(immediate=True)
+    elif how == "with":
+        with s:
+            pass
+    else:
+        ref = weakref.ref(s)
+        del s
+        gc.collect()
+        assert ref() is None
+    elapsed = time.monotonic() - start
+    assert elapsed < STOP_WITHIN, f"stopping the reader took {elapsed:.3f}s"
+    if how != "del":
+        assert s.closed
+        with pytest.raises(bpstream.Closed):
+            s.get(timeout=WAKE_WITHIN)
+        del s
+    res.assert_back()
+    assert_reader_gone(r, w)
+
+
+def test_breaking_out_and_dropping_a_stream_stops_its_reader(silent_pipe):
+    r, w = silent_pipe
+    os.write(w, b"".join(numbered(50)))
+    res = Resources()
+    s = bpstream.read_lines(r, capacity=4)  # the reader blocks in a put, not in a read
+    for line in s:
+        break
+    assert line == b"hello\n"
+    start = time.monotonic()
+    del s
+    gc.collect()
+    assert time.monotonic() - start < STOP_WITHIN
+    res.assert_back()
+    assert_reader_gone(r, w)
+
+
+def test_close_stops_a_reader_blocked_in_put(tmp_path):
+    lines = numbered(10_000)
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"".join(lines))
+    res = Resources()
+    s = bpstream.read_lines(path, capacity=2)
+    assert wait_until(lambda: len(s) == 2)
+    start = time.monotonic()
+    s.close()
+    assert time.monotonic() - start < STOP_WITHIN
+    assert list(s) == lines[:2]  # a plain close keeps what was read
+    del s
+    res.assert_back()
+
+
+def test_a_reader_in_a_reference_cycle_is_stopped_by_the_collector(silent_pipe):
+    r, w = silent_pipe
+    res = Resources()
+    gc.disable()
+    try:
+        s = bpstream.read_lines(r)
+        assert s.get(timeout=WAKE_WITHIN) == b"hello\n"
+        s.put([s])  # a cycle through an item
+        ref = weakref.ref(s)
+        del s
+        gc.collect()
+        assert ref() is None
+    finally:
+        gc.enable()
+    res.assert_back()
+    assert_reader_gone(r, w)
+
+
+def test_a_reader_that_finished_leaves_nothing_behind(write_file):
+    path = write_file(b"".join(numbered(1000)))
+    res = Resources()
+    s = bpstream.read_lines(path)
+    assert list(s) == numbered(1000)
+    del s
+    res.assert_back()
