@@ -149,6 +149,19 @@ public func abiStreamPut(
     }
 }
 
+@_cdecl("bps_stream_settle_and_put")
+public func abiStreamSettleAndPut(
+    _ stream: OpaquePointer?, _ delivered: Int, _ item: UnsafeMutableRawPointer?,
+    _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?
+) -> bps_status {
+    withStream(stream) { stream in
+        guard let item, delivered >= 0, var observer = CWaitObserver(waiter)
+        else { return BPS_INVALID_ARGUMENT }
+        return status(stream.put(item, settling: delivered, timeoutNanoseconds: timeoutNanoseconds,
+                                 observer: &observer))
+    }
+}
+
 @_cdecl("bps_stream_put_many")
 public func abiStreamPutMany(
     _ stream: OpaquePointer?, _ items: UnsafePointer<UnsafeMutableRawPointer?>?, _ count: Int,
@@ -196,13 +209,24 @@ public func abiStreamGetMany(
     _ maxItems: Int, _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?,
     _ outCount: UnsafeMutablePointer<Int>?
 ) -> bps_status {
+    getMany(stream, outItems, maxItems, timeoutNanoseconds, waiter, outCount, reserving: false)
+}
+
+/// bps_stream_get_many and bps_stream_reserve: the same call but for `reserving`.
+@inline(__always)
+private func getMany(
+    _ stream: OpaquePointer?, _ outItems: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    _ maxItems: Int, _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?,
+    _ outCount: UnsafeMutablePointer<Int>?, reserving: Bool
+) -> bps_status {
     withStream(stream) { stream in
         guard let outItems, let outCount, maxItems >= 1, var observer = CWaitObserver(waiter)
         else { return BPS_INVALID_ARGUMENT }
         let buffer = UnsafeMutableBufferPointer(
             start: UnsafeMutableRawPointer(outItems).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
             count: maxItems)
-        switch stream.get(into: buffer, timeoutNanoseconds: timeoutNanoseconds, observer: &observer) {
+        switch stream.get(into: buffer, reserving: reserving, timeoutNanoseconds: timeoutNanoseconds,
+                          observer: &observer) {
         case .success(let count):
             outCount.pointee = count
             return BPS_OK
@@ -469,20 +493,32 @@ public func abiReaderStop(_ reader: OpaquePointer?) -> bps_status {
     return BPS_OK
 }
 
-@_cdecl("bps_stream_requeue")
-public func abiStreamRequeue(
-    _ stream: OpaquePointer?, _ items: UnsafePointer<UnsafeMutableRawPointer?>?, _ count: Int
+@_cdecl("bps_stream_reserve")
+public func abiStreamReserve(
+    _ stream: OpaquePointer?, _ outItems: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    _ maxItems: Int, _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?,
+    _ outCount: UnsafeMutablePointer<Int>?
+) -> bps_status {
+    getMany(stream, outItems, maxItems, timeoutNanoseconds, waiter, outCount, reserving: true)
+}
+
+@_cdecl("bps_stream_settle")
+public func abiStreamSettle(
+    _ stream: OpaquePointer?, _ delivered: Int, _ returned: UnsafePointer<UnsafeMutableRawPointer?>?,
+    _ returnedCount: Int
 ) -> bps_status {
     withStream(stream) { stream in
-        guard count >= 0, count == 0 || items != nil else { return BPS_INVALID_ARGUMENT }
-        guard count > 0, let items else { return BPS_OK }
-        var pointers: [UnsafeMutableRawPointer] = []
-        pointers.reserveCapacity(count)
-        for item in UnsafeBufferPointer(start: items, count: count) {
-            guard let item else { return BPS_INVALID_ARGUMENT }
-            pointers.append(item)
+        guard delivered >= 0, returnedCount >= 0, returnedCount == 0 || returned != nil
+        else { return BPS_INVALID_ARGUMENT }
+        var items: [UnsafeMutableRawPointer] = []
+        if returnedCount > 0, let returned {
+            items.reserveCapacity(returnedCount)
+            for item in UnsafeBufferPointer(start: returned, count: returnedCount) {
+                guard let item else { return BPS_INVALID_ARGUMENT }
+                items.append(item)
+            }
         }
-        stream.requeue(pointers)
+        stream.settle(delivered: delivered, returning: items)
         return BPS_OK
     }
 }

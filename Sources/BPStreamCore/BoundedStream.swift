@@ -79,11 +79,18 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///   waits at most that long. Only `block` ever waits.
     /// - Important: `.stored` moves the item into the stream; every other outcome leaves
     ///   it with the caller. Evicted or cleared items go to `onDrop` before this returns.
+    ///
+    /// - Parameter settling: first settle this many reserved items as delivered (see
+    ///   `settle`), in the same lock acquisition: a consumer that also puts frees the room
+    ///   its delivered items held before its put needs it.
     @inlinable
     public func put<Observer: WaitObserver>(
-        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
+        _ item: Element, settling: Int = 0, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
+        if settling > 0, state.settleDelivered(settling) > 0, state.producerCanProceed {
+            notFull.broadcast()  // other putters may use what is left of the freed room
+        }
         if state.storeIfRoom(item) {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
             changes.add(1, ordering: .relaxed)
@@ -312,15 +319,18 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// `buffer.count` items, oldest first, initialising `buffer[0..<n]`.
     ///
     /// - Returns: `n >= 1` on success; failures move nothing.
+    ///
+    /// - Parameter reserving: take the items as reserved: they stay in the depth and hold
+    ///   their room until `settle` reports them delivered or hands them back.
     @inlinable
     public func get<Observer: WaitObserver>(
-        into buffer: UnsafeMutableBufferPointer<Element>, timeoutNanoseconds: Int64,
-        observer: inout Observer
+        into buffer: UnsafeMutableBufferPointer<Element>, reserving: Bool = false,
+        timeoutNanoseconds: Int64, observer: inout Observer
     ) -> Result<Int, GetFailure> {
         guard buffer.count > 0, let base = buffer.baseAddress else { return .success(0) }
         var written = 0
         lock.lock()
-        var action = state.take(upTo: buffer.count) { item in
+        var action = state.take(upTo: buffer.count, reserving: reserving) { item in
             (base + written).initialize(to: item)
             written += 1
         }
@@ -333,7 +343,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             state.consumerWillWait()
             let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
                               observer: &observer) {
-                action = state.take(upTo: buffer.count) { item in
+                action = state.take(upTo: buffer.count, reserving: reserving) { item in
                     (base + written).initialize(to: item)
                     written += 1
                 }
@@ -380,22 +390,19 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         if let onDrop { for item in action.discarded { onDrop(item, .discardedOnClose) } }
     }
 
-    /// Hands back items a consumer took but will not use (for example, what a prefetching
-    /// iterator still held when it was dropped): they go back to the FRONT, oldest first,
-    /// as if never taken (`consumed` goes down). Capacity is not checked. After an immediate
-    /// close they are discarded instead (`onDrop`, counted as dropped on close).
-    public func requeue(_ items: [Element]) {
-        guard !items.isEmpty else { return }
+    /// Settles items taken with `get(into:reserving: true)`: `delivered` of them were
+    /// consumed; `returned` (oldest first) were not and go back to the FRONT, as if never
+    /// taken (after an immediate close they go to `onDrop` instead, dropped on close).
+    /// Until settled, reserved items count in the depth and hold their room.
+    public func settle(delivered: Int, returning returned: [Element] = []) {
         lock.lock()
-        let action = state.requeue(items)
+        let action = state.settle(delivered: delivered, returned: returned)
         changes.add(1, ordering: .relaxed)
         lock.unlock()
-        switch action {
-        case .requeued(let wakeConsumers):
-            if wakeConsumers { notEmpty.broadcast() }
-        case .discard(let items):
-            if let onDrop { for item in items { onDrop(item, .discardedOnClose) } }
-        }
+        if action.wakeProducers { notFull.broadcast() }
+        if action.wakeConsumers { notEmpty.broadcast() }
+        if action.wakeJoiners { allTasksDone.broadcast() }
+        if let onDrop { for item in action.discarded { onDrop(item, .discardedOnClose) } }
     }
 
     /// Marks `count` items processed (`queue.Queue.task_done`).
@@ -505,11 +512,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
 
     // MARK: - Inspection and configuration
 
-    /// Items buffered now.
+    /// Items in the stream now (buffered, plus reserved and not yet settled).
     public var count: Int {
         lock.lock()
         defer { lock.unlock() }
-        return state.buffer.count
+        return state.depth
     }
 
     /// Whether `close` was called.

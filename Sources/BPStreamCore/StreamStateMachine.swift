@@ -7,8 +7,10 @@ import DequeModule
 /// machine pure lets the tests drive every transition without threads.
 ///
 /// Invariants (hold between any two transitions):
-/// - `counters.produced == counters.consumed + counters.dropped + buffer.count`
-/// - `buffer.count <= capacity`, except after `setCapacity` shrank below the depth: then
+/// - `depth == buffer.count + reserved`: reserved items (taken by `reserve`, not yet
+///   `settle`d) still count in the depth and against the capacity.
+/// - `counters.produced == counters.consumed + counters.dropped + depth`
+/// - `depth <= capacity`, except after `setCapacity` shrank below the depth: then
 ///   nothing is added until the depth falls under the new capacity (drop policies evict or
 ///   shed one item per put instead), so the excess only ever shrinks.
 /// - Once `isClosed`, it stays closed and `put` stores nothing.
@@ -26,9 +28,16 @@ struct StreamStateMachine<Element> {
     /// Set when the close that closed the stream carried a producer's error; gets report it
     /// (instead of a plain `closed`) once drained.
     @usableFromInline var failure: ProducerFailure? = nil
-    /// Set by an immediate close: the backlog was discarded, and anything handed back
-    /// later (`requeue`) is discarded too.
+    /// Set by an immediate close: the backlog was discarded, and reserved items handed
+    /// back later (`settle`) are discarded too.
     @usableFromInline var discardsBacklog = false
+    /// Items a consumer took with `reserve` and has not yet `settle`d: out of the buffer,
+    /// but still part of the depth, so they hold their room until delivered.
+    @usableFromInline var reserved = 0
+
+    /// Items in the stream: buffered, plus reserved by a consumer and not yet delivered.
+    @inlinable
+    var depth: Int { buffer.count &+ reserved }
     /// Every counter of the snapshot except depth, capacity and rates (derived on demand).
     @usableFromInline var counters = StreamStats()
     /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
@@ -73,7 +82,7 @@ struct StreamStateMachine<Element> {
     /// `false` nothing changed and the full `put` decides.
     @inlinable @inline(__always)
     mutating func storeIfRoom(_ item: Element) -> Bool {
-        guard !isClosed, buffer.count < capacity else { return false }
+        guard !isClosed, buffer.count &+ reserved < capacity else { return false }
         store(item)
         return true
     }
@@ -90,12 +99,12 @@ struct StreamStateMachine<Element> {
 
     /// Whether a parked producer should be woken now (someone waits, and there is room).
     @inlinable @inline(__always)
-    var producerCanProceed: Bool { waitingProducers > 0 && buffer.count < capacity }
+    var producerCanProceed: Bool { waitingProducers > 0 && depth < capacity }
 
     @inlinable
     mutating func put(_ item: Element) -> PutAction {
         if isClosed { return .closed }
-        if buffer.count < capacity {
+        if depth < capacity {
             store(item)
             return .stored(wakeConsumer: waitingConsumers > 0)
         }
@@ -106,6 +115,11 @@ struct StreamStateMachine<Element> {
             counters.rejected &+= 1
             return .rejected
         case .dropNewest:
+            recordShed(1)
+            return .shed
+        case .dropOldest where buffer.isEmpty, .dropAll where buffer.isEmpty:
+            // Everything is reserved by a consumer: nothing can be evicted, so the new
+            // item is shed rather than overfill the stream.
             recordShed(1)
             return .shed
         case .dropOldest:
@@ -140,7 +154,7 @@ struct StreamStateMachine<Element> {
         buffer.append(item)
         counters.produced &+= 1
         counters.unfinishedTasks &+= 1
-        let depth = UInt64(buffer.count)
+        let depth = UInt64(self.depth)
         if depth > counters.peakDepth { counters.peakDepth = depth }
         rate.tick(produced: counters.produced, consumed: counters.consumed)
     }
@@ -185,7 +199,7 @@ struct StreamStateMachine<Element> {
         }
         counters.consumed &+= 1
         rate.tick(produced: counters.produced, consumed: counters.consumed)
-        return .item(item, wakeProducer: waitingProducers > 0 && buffer.count < capacity)
+        return .item(item, wakeProducer: producerCanProceed)
     }
 
     @usableFromInline
@@ -198,14 +212,24 @@ struct StreamStateMachine<Element> {
 
     /// Takes up to `maxCount` items, oldest first, handing each to `sink` (which must only
     /// store it: it runs under the stream's lock).
+    ///
+    /// With `reserving`, the items leave the buffer but stay in the depth (and hold their
+    /// room) as `reserved` until `settle` says how many were delivered: a consumer can take
+    /// a batch in one lock without the stream ever holding more than its capacity.
     @inlinable
-    mutating func take(upTo maxCount: Int, _ sink: (Element) -> Void) -> TakeAction {
+    mutating func take(upTo maxCount: Int, reserving: Bool = false, _ sink: (Element) -> Void)
+        -> TakeAction
+    {
         let count = Swift.min(maxCount, buffer.count)
         if count == 0 { return isClosed ? .closed(failure) : .mustWait }
         for _ in 0..<count { sink(buffer.removeFirst()) }
+        if reserving {
+            reserved &+= count
+            return .took(count: count, wakeProducers: false)
+        }
         counters.consumed &+= UInt64(count)
         rate.tick(produced: counters.produced, consumed: counters.consumed)
-        return .took(count: count, wakeProducers: waitingProducers > 0 && buffer.count < capacity)
+        return .took(count: count, wakeProducers: producerCanProceed)
     }
 
     @inlinable
@@ -246,32 +270,50 @@ struct StreamStateMachine<Element> {
         return CloseAction(discarded: discarded, wakeAll: wakeAll)
     }
 
-    // MARK: requeue (a consumer hands back items it took but did not use)
+    // MARK: settle (a consumer reports what it did with reserved items)
 
     @usableFromInline
-    enum RequeueAction {
-        /// Back at the front; wake consumers if `wakeConsumers`.
-        case requeued(wakeConsumers: Bool)
-        /// The stream was closed immediately: release them (counted as dropped on close).
-        case discard([Element])
+    struct SettleAction {
+        /// Items to release: handed back after an immediate close (dropped on close).
+        @usableFromInline var discarded: [Element]
+        @usableFromInline var wakeProducers: Bool
+        @usableFromInline var wakeConsumers: Bool
+        @usableFromInline var wakeJoiners: Bool
     }
 
-    /// Puts `items` (oldest first) back at the front, as if they had never been taken:
-    /// `consumed` goes down by their number. Capacity is not checked: they held room a
-    /// moment ago, and a consumer handing them back must never block or lose them.
+    /// Settles reserved items: `delivered` of them were consumed; `returned` (oldest first)
+    /// were not and go back to the FRONT of the buffer, as if never taken (after an
+    /// immediate close they are discarded instead). Their room is freed either way.
+    /// The caller vouches for the numbers; they are clamped to what is reserved.
+    /// Counts `delivered` reserved items as consumed (clamped to what is reserved). The
+    /// room they free is for the caller to use or to announce (`producerCanProceed`).
+    @inlinable
+    mutating func settleDelivered(_ delivered: Int) -> Int {
+        let delivered = Swift.min(Swift.max(delivered, 0), reserved)
+        reserved -= delivered
+        counters.consumed &+= UInt64(delivered)
+        return delivered
+    }
+
     @usableFromInline
-    mutating func requeue(_ items: [Element]) -> RequeueAction {
-        let count = UInt64(items.count)
-        counters.consumed -= Swift.min(count, counters.consumed)
-        if discardsBacklog {
-            counters.droppedOnClose &+= count
-            _ = finishTasks(count)
-            return .discard(items)
+    mutating func settle(delivered: Int, returned: [Element]) -> SettleAction {
+        let delivered = settleDelivered(delivered)
+        var action = SettleAction(discarded: [], wakeProducers: false, wakeConsumers: false,
+                                  wakeJoiners: false)
+        if !returned.isEmpty {
+            reserved -= Swift.min(returned.count, reserved)
+            if discardsBacklog {
+                counters.droppedOnClose &+= UInt64(returned.count)
+                action.wakeJoiners = finishTasks(UInt64(returned.count))
+                action.discarded = returned
+            } else {
+                buffer.prepend(contentsOf: returned)
+                action.wakeConsumers = waitingConsumers > 0
+            }
         }
-        buffer.prepend(contentsOf: items)
-        let depth = UInt64(buffer.count)
-        if depth > counters.peakDepth { counters.peakDepth = depth }
-        return .requeued(wakeConsumers: waitingConsumers > 0)
+        if delivered > 0 { rate.tick(produced: counters.produced, consumed: counters.consumed) }
+        action.wakeProducers = producerCanProceed
+        return action
     }
 
     // MARK: tasks (queue.Queue's task_done / join)
@@ -301,13 +343,13 @@ struct StreamStateMachine<Element> {
     @usableFromInline
     mutating func setCapacity(_ newCapacity: Int) -> Bool {
         capacity = newCapacity
-        return waitingProducers > 0 && buffer.count < capacity
+        return producerCanProceed
     }
 
     @usableFromInline
     mutating func snapshot(now: Int64) -> StreamStats {
         var stats = counters
-        stats.depth = UInt64(buffer.count)
+        stats.depth = UInt64(depth)
         stats.capacity = capacity == Int.max ? nil : capacity
         stats.isClosed = isClosed
         (stats.producedPerSecond, stats.consumedPerSecond, stats.windowSeconds) =

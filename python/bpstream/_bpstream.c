@@ -111,6 +111,16 @@ typedef struct {
     bps_policy policy;
     bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
     long long unbounded_maxsize;   /* Queue: the maxsize <= 0 given, read back as given */
+    /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
+     * ahead[ahead_next..ahead_count) are ours and not yet delivered;
+     * ahead[ahead_settled..ahead_next) were delivered and are not yet settled. */
+    void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
+    Py_ssize_t ahead_settled;
+    Py_ssize_t ahead_next;
+    Py_ssize_t ahead_count;
+    Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
+    int ahead_refilling;           /* one thread refills, without the GIL */
+    Py_ssize_t live_iterators;     /* iterators alive: the last one hands back leftovers */
 } StreamObject;
 
 static struct PyModuleDef bpstream_module;
@@ -523,6 +533,73 @@ truth(PyObject *obj, int default_value)
 /* Core operations shared by BoundedStream and Queue                         */
 /* ------------------------------------------------------------------------- */
 
+/* ------------------------------------------------------------------------- */
+/* Read-ahead                                                                */
+/* ------------------------------------------------------------------------- */
+
+/* Iteration takes items in batches (one core call per batch, not per item) into the
+ * stream object's read-ahead, which every consumer call on this object (next, get,
+ * get_nowait, get_many) serves first, so they all still see ONE FIFO.
+ *
+ * INVARIANTS
+ *  - Read-ahead items are RESERVED in the core (bps_stream_reserve): they stay in its
+ *    depth and hold their room until settled, so the stream never holds more than its
+ *    capacity, read-ahead included.
+ *  - ahead[ahead_settled..ahead_next) were delivered to Python and not yet settled:
+ *    len(), stats() and repr() present them as consumed (ahead_unsettled()).
+ *  - Settling happens in one core call: when the read-ahead runs dry (before the next
+ *    core get), with every put through this object (bps_stream_settle_and_put: a loop
+ *    that puts back into its own stream never waits on room it emptied), when the last
+ *    iterator dies (the undelivered rest goes back to the FRONT of the stream: nothing
+ *    is lost by a `break`), before an immediate close, and at deallocation. Until then a
+ *    native producer may see up to one batch less room than len() suggests.
+ *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
+ *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
+ *    consumers want fresh items. Streams too small for that are read item by item.
+ *  - ahead_refilling is set while one thread refills with the GIL released (the counts
+ *    are 0 then); other threads meanwhile get single items straight from the core. */
+#define AHEAD_MAX 256
+
+/* The read-ahead batch for this policy and capacity (BPS_CAPACITY_UNBOUNDED: none). */
+static Py_ssize_t
+stream_ahead_batch(bps_policy policy, int64_t capacity)
+{
+    int drops = policy == BPS_POLICY_DROP_OLDEST || policy == BPS_POLICY_DROP_ALL;
+    Py_ssize_t limit = drops ? AHEAD_MAX / 4 : AHEAD_MAX;
+    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? limit
+                       : (Py_ssize_t)(capacity / (drops ? 16 : 4));
+    return batch > limit ? limit : (batch < 1 ? 1 : batch);
+}
+
+// Read-ahead items delivered to Python and not yet settled with the core.
+static inline Py_ssize_t
+ahead_unsettled(StreamObject *self)
+{
+    return self->ahead_next - self->ahead_settled;
+}
+
+// Returns the next read-ahead item (ours now), or NULL if none is left.
+static inline void *
+ahead_pop(StreamObject *self)
+{
+    return self->ahead_next < self->ahead_count ? self->ahead[self->ahead_next++] : NULL;
+}
+
+/* Settles the read-ahead with the core: the delivered items count as consumed; the
+ * undelivered ones go back to the front of the stream. GIL held; never waits. */
+static void
+ahead_settle(StreamObject *self)
+{
+    if (self->ahead_count == 0) {
+        return;
+    }
+    Py_ssize_t delivered = ahead_unsettled(self), rest = self->ahead_count - self->ahead_next;
+    Py_ssize_t first = self->ahead_next;
+    self->ahead_settled = self->ahead_next = self->ahead_count = 0;
+    (void)bps_stream_settle(self->stream, (size_t)delivered,
+                            rest > 0 ? &self->ahead[first] : NULL, (size_t)rest);
+}
+
 /* Borrows item. Returns the status; on anything but BPS_OK the stream took nothing
  * and the caller's reference is as it was. */
 static inline bps_status
@@ -530,8 +607,12 @@ do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
 {
     gil_waiter w;
     Py_INCREF(item);  /* the stream's reference, if it takes the item */
-    bps_status status = bps_stream_put(self->stream, item, timeout_ns,
-                                       timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 0));
+    /* Settled here, under the GIL, before the core may release it while waiting. */
+    Py_ssize_t delivered = ahead_unsettled(self);
+    self->ahead_settled = self->ahead_next;
+    bps_status status = bps_stream_settle_and_put(
+        self->stream, (size_t)delivered, item, timeout_ns,
+        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 0));
     if (status != BPS_OK) {
         Py_DECREF(item);
     }
@@ -543,7 +624,11 @@ static inline PyObject *
 do_get(StreamObject *self, int64_t timeout_ns)
 {
     gil_waiter w;
-    void *item;
+    void *item = ahead_pop(self);
+    if (item != NULL) {
+        return item_to_object(item);
+    }
+    ahead_settle(self);
     bps_status status = bps_stream_get(self->stream, timeout_ns,
                                        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
                                        &item);
@@ -600,6 +685,11 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->policy = BPS_POLICY_BLOCK;
     self->reader = NULL;
     self->unbounded_maxsize = 0;
+    self->ahead = NULL;
+    self->ahead_settled = self->ahead_next = self->ahead_count = 0;
+    self->ahead_batch = 1;
+    self->ahead_refilling = 0;
+    self->live_iterators = 0;
     return (PyObject *)self;
 }
 
@@ -627,6 +717,7 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
     }
     self->stream = stream;
     self->policy = policy;
+    self->ahead_batch = stream_ahead_batch(policy, capacity);
     return 0;
 }
 
@@ -687,6 +778,11 @@ static int
 stream_traverse(StreamObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    for (Py_ssize_t i = self->ahead_next; i < self->ahead_count; i++) {
+        if (!bps_item_is_frame(self->ahead[i])) {
+            Py_VISIT((PyObject *)self->ahead[i]);
+        }
+    }
     if (self->stream != NULL && self->getters_waiting == 0) {
         visit_context context = {visit, arg};
         int result = 0;
@@ -702,6 +798,9 @@ static int
 stream_clear(StreamObject *self)
 {
     if (self->stream != NULL) {
+        if (!self->ahead_refilling) {
+            ahead_settle(self);
+        }
         (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
     }
     return 0;
@@ -732,6 +831,9 @@ stream_dealloc(StreamObject *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
+    if (self->stream != NULL) {
+        ahead_settle(self);   /* the read-ahead goes back: the close below releases it */
+    }
     bps_stream *stream = self->stream;
     self->stream = NULL;
     if (stream != NULL) {
@@ -741,6 +843,7 @@ stream_dealloc(StreamObject *self)
         stop_reader(self);
         (void)bps_stream_release(stream);
     }
+    PyMem_Free(self->ahead);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -901,6 +1004,11 @@ stream_put_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         }
         gil_waiter w;
         size_t taken = 0;
+        if (ahead_unsettled(self) > 0) {   /* free the room our delivered items hold */
+            Py_ssize_t delivered = ahead_unsettled(self);
+            self->ahead_settled = self->ahead_next;
+            (void)bps_stream_settle(self->stream, (size_t)delivered, NULL, 0);
+        }
         bps_status status = bps_stream_put_many(
             self->stream, items, count, wait_ns,
             wait_ns == 0 ? NULL : gil_waiter_init(&w, self, 0), &taken);
@@ -969,10 +1077,17 @@ stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
     void *items[BATCH];
     size_t want = max_items < BATCH ? (size_t)max_items : BATCH;
     size_t count = 0;
-    gil_waiter w;
-    bps_status status = bps_stream_get_many(
-        self->stream, items, want, timeout_ns,
-        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1), &count);
+    bps_status status = BPS_OK;
+    while (count < want && (items[count] = ahead_pop(self)) != NULL) {
+        count++;   /* the read-ahead first: it is older than anything in the core */
+    }
+    if (count == 0) {
+        gil_waiter w;
+        ahead_settle(self);
+        status = bps_stream_get_many(self->stream, items, want, timeout_ns,
+                                     timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
+                                     &count);
+    }
     if (status != BPS_OK) {
         return stream_error(self, status);
     }
@@ -1001,6 +1116,7 @@ stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         Py_ssize_t left = max_items - total;
         want = left < BATCH ? (size_t)left : BATCH;
         count = 0;
+        ahead_settle(self);
         if (bps_stream_get_many(self->stream, items, want, 0, NULL, &count) != BPS_OK) {
             break;   /* empty, or closed and drained: return what we have */
         }
@@ -1045,6 +1161,9 @@ stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     if (immediate < 0) {
         return NULL;
     }
+    if (immediate && !self->ahead_refilling) {
+        ahead_settle(self);   /* the read-ahead is backlog too: discard it with the rest */
+    }
     bps_status status = bps_stream_close(self->stream, immediate ? BPS_CLOSE_IMMEDIATE : 0);
     if (status != BPS_OK) {
         return stream_error(self, status);
@@ -1078,6 +1197,8 @@ stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored))
     if (status != BPS_OK) {
         return stream_error(self, status);
     }
+    s.consumed += (uint64_t)ahead_unsettled(self);   /* delivered from the read-ahead */
+    s.depth -= (uint64_t)ahead_unsettled(self);
     PyObject *result = PyStructSequence_New(self->state->stats_type);
     if (result == NULL) {
         return NULL;
@@ -1153,68 +1274,28 @@ stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* ------------------------------------------------------------------------- */
-/* Iteration: a prefetching iterator                                         */
+/* Iteration                                                                 */
 /* ------------------------------------------------------------------------- */
 
-/* `for item in stream` gets items like get() until the stream is closed and drained,
- * but takes them in batches: one core call (one lock) per batch instead of per item.
- *
- * INVARIANTS
- *  - items[next..count) are owned by the iterator (taken from the stream, counted as
- *    consumed there) and not yet yielded; everything else in items[] is garbage.
- *  - A batch is at most `batch` items (see stream_iter): 256 and a quarter of the
- *    capacity for lossless policies; 64 and 1/16 of the capacity for drop_oldest and
- *    drop_all, so a consumer of a latest-value stream sees items at most that much
- *    staler than the stream's newest. Small streams are iterated one item at a time.
- *  - A batch only takes what is already there: the iterator waits for the first item,
- *    never for a full batch.
- *  - Items still held when the iterator is dropped (a `break` out of the loop) go back
- *    to the FRONT of the stream (bps_stream_requeue), as if never taken: nothing is lost.
- *  - `refilling` is set while one thread refills with the GIL released; another thread
- *    calling next() meanwhile takes a single item directly instead of touching items[]. */
-#define PREFETCH_MAX 256
-
+/* `for item in stream` is get() until the stream is closed and drained, served from the
+ * stream's read-ahead (see "Read-ahead" above). iter(stream) returns a small iterator
+ * object so the stream knows when the last loop over it ends (then the undelivered
+ * read-ahead goes back to the front of the stream). */
 typedef struct {
     PyObject_HEAD
     StreamObject *stream;          /* strong */
-    Py_ssize_t batch;              /* items per refill, 1 ... PREFETCH_MAX */
-    Py_ssize_t next;
-    Py_ssize_t count;
-    int refilling;
-    void *items[PREFETCH_MAX];
 } IteratorObject;
 
 static PyObject *
 stream_iter(StreamObject *self)
 {
     CHECK_INIT(self);
-    int64_t capacity = 0;
-    bps_status status = bps_stream_capacity(self->stream, &capacity);
-    if (status != BPS_OK) {
-        return stream_error(self, status);
-    }
-    /* Lossless policies keep order and every item, so a bigger batch costs no
-     * freshness: up to a quarter of the capacity. Dropping policies exist to deliver
-     * fresh items: at most 1/16 of the capacity, so the iterator's items are never much
-     * staler than the stream's newest. */
-    int drops = self->policy == BPS_POLICY_DROP_OLDEST || self->policy == BPS_POLICY_DROP_ALL;
-    Py_ssize_t limit = drops ? PREFETCH_MAX / 4 : PREFETCH_MAX;
-    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? limit
-                       : (Py_ssize_t)(capacity / (drops ? 16 : 4));
-    if (batch > limit) {
-        batch = limit;
-    }
-    if (batch < 1) {
-        batch = 1;
-    }
     IteratorObject *it = PyObject_GC_New(IteratorObject, self->state->iterator_type);
     if (it == NULL) {
         return NULL;
     }
     it->stream = (StreamObject *)Py_NewRef(self);
-    it->batch = batch;
-    it->next = it->count = 0;
-    it->refilling = 0;
+    self->live_iterators++;
     PyObject_GC_Track(it);
     return (PyObject *)it;
 }
@@ -1224,26 +1305,34 @@ stream_iter(StreamObject *self)
 static PyObject *
 iterator_next(IteratorObject *it)
 {
-    if (it->next < it->count) {   /* the hot path */
-        return item_to_object(it->items[it->next++]);
-    }
     StreamObject *self = it->stream;
+    void *item = ahead_pop(self);
+    if (item != NULL) {   /* the hot path */
+        return item_to_object(item);
+    }
     gil_waiter w;
     bps_status status;
-    void *item;
-    if (it->batch == 1 || it->refilling) {
+    ahead_settle(self);
+    if (self->ahead_batch == 1 || self->ahead_refilling) {
         status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
     }
     else {
+        if (self->ahead == NULL) {
+            self->ahead = PyMem_Malloc(sizeof(void *) * AHEAD_MAX);
+            if (self->ahead == NULL) {
+                return PyErr_NoMemory();
+            }
+        }
         size_t count = 0;
-        it->refilling = 1;
-        status = bps_stream_get_many(self->stream, it->items, (size_t)it->batch, -1,
-                                     gil_waiter_init(&w, self, 1), &count);
-        it->refilling = 0;
+        self->ahead_refilling = 1;
+        status = bps_stream_reserve(self->stream, self->ahead, (size_t)self->ahead_batch, -1,
+                                    gil_waiter_init(&w, self, 1), &count);
+        self->ahead_refilling = 0;
         if (status == BPS_OK) {
-            it->count = (Py_ssize_t)count;
-            it->next = 1;
-            item = it->items[0];
+            self->ahead_count = (Py_ssize_t)count;
+            self->ahead_next = 1;
+            self->ahead_settled = 0;
+            item = self->ahead[0];
         }
     }
     if (status == BPS_OK) {
@@ -1255,35 +1344,25 @@ iterator_next(IteratorObject *it)
     return stream_error(self, status);
 }
 
-/* Hands the items the iterator still holds back to the front of the stream. */
-static void
-iterator_requeue(IteratorObject *it)
-{
-    if (it->next < it->count && it->stream != NULL) {
-        (void)bps_stream_requeue(it->stream->stream, &it->items[it->next],
-                                 (size_t)(it->count - it->next));
-    }
-    it->next = it->count = 0;
-}
-
 static int
 iterator_traverse(IteratorObject *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     Py_VISIT(it->stream);
-    for (Py_ssize_t i = it->next; i < it->count; i++) {
-        if (!bps_item_is_frame(it->items[i])) {
-            Py_VISIT((PyObject *)it->items[i]);
-        }
-    }
     return 0;
 }
 
 static int
 iterator_clear(IteratorObject *it)
 {
-    iterator_requeue(it);
-    Py_CLEAR(it->stream);
+    StreamObject *self = it->stream;
+    if (self != NULL) {
+        it->stream = NULL;
+        if (--self->live_iterators == 0 && !self->ahead_refilling && self->stream != NULL) {
+            ahead_settle(self);   /* the last loop ended: hand back what it did not take */
+        }
+        Py_DECREF(self);
+    }
     return 0;
 }
 
@@ -1298,10 +1377,8 @@ iterator_dealloc(IteratorObject *it)
 }
 
 PyDoc_STRVAR(iterator_doc,
-"Iterator over a BoundedStream: yields items until the stream is closed and\n"
-"drained. It takes what is there in batches (at most 256 items and a quarter\n"
-"of the capacity; for drop_oldest and drop_all at most 64 and 1/16); items it\n"
-"still holds when it is dropped go back to the front of the stream.");
+"Iterator over a BoundedStream: yields items like get() until the stream is\n"
+"closed and drained, taking them from the stream in batches.");
 
 static PyType_Slot iterator_slots[] = {
     {Py_tp_doc, (void *)iterator_doc},
@@ -1321,6 +1398,18 @@ static PyType_Spec iterator_spec = {
     .slots = iterator_slots,
 };
 
+/* The depth Python sees: the core's, less read-ahead items already delivered. */
+static bps_status
+presented_depth(StreamObject *self, uint64_t *out)
+{
+    uint64_t depth = 0;
+    bps_status status = bps_stream_depth(self->stream, &depth);
+    if (status == BPS_OK) {
+        *out = depth - (uint64_t)ahead_unsettled(self);
+    }
+    return status;
+}
+
 static Py_ssize_t
 stream_len(StreamObject *self)
 {
@@ -1329,7 +1418,7 @@ stream_len(StreamObject *self)
         return -1;
     }
     uint64_t depth = 0;
-    bps_status status = bps_stream_depth(self->stream, &depth);
+    bps_status status = presented_depth(self, &depth);
     if (status != BPS_OK) {
         stream_error(self, status);
         return -1;
@@ -1372,7 +1461,7 @@ stream_repr(StreamObject *self)
     uint64_t depth = 0;
     int closed = 0;
     (void)bps_stream_capacity(self->stream, &capacity);
-    (void)bps_stream_depth(self->stream, &depth);
+    (void)presented_depth(self, &depth);
     (void)bps_stream_is_closed(self->stream, &closed);
     PyObject *capacity_obj = capacity < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(capacity);
     if (capacity_obj == NULL) {
@@ -1739,7 +1828,7 @@ queue_full(StreamObject *self, PyObject *Py_UNUSED(ignored))
     uint64_t depth = 0;
     bps_status status = bps_stream_capacity(self->stream, &capacity);
     if (status == BPS_OK) {
-        status = bps_stream_depth(self->stream, &depth);
+        status = presented_depth(self, &depth);
     }
     if (status != BPS_OK) {
         return stream_error(self, status);
@@ -1837,6 +1926,7 @@ queue_set_maxsize(StreamObject *self, PyObject *value, void *Py_UNUSED(closure))
         return -1;
     }
     self->unbounded_maxsize = overflow < 0 ? LLONG_MIN : (maxsize <= 0 ? maxsize : 0);
+    self->ahead_batch = stream_ahead_batch(self->policy, capacity);
     return 0;
 }
 

@@ -170,7 +170,9 @@ def interrupted(interrupter, s, call):
 def test_interrupted_get_takes_nothing(make_stream, interrupter):
     s = make_stream(2)
     interrupted(interrupter, s, s.get)
-    assert_stats(s, consumer_waits=s.stats().consumer_waits)
+    waits = s.stats().consumer_waits
+    assert waits in (0, 1)  # the cancelled wait may or may not be counted
+    assert_stats(s, consumer_waits=waits)
     s.put("x")
     assert s.get_nowait() == "x"
 

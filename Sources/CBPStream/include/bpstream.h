@@ -136,7 +136,7 @@ typedef struct bps_stats {
     uint64_t dropped_cleared;      /* cleared with the backlog (drop_all) */
     uint64_t dropped_on_close;     /* discarded by an immediate close */
     uint64_t rejected;             /* puts that failed: reject policy, timeout, non-blocking */
-    uint64_t depth;                /* items buffered now */
+    uint64_t depth;                /* items in the stream now (buffered + reserved) */
     uint64_t peak_depth;           /* the most items ever buffered at once */
     int64_t capacity;              /* current capacity, or BPS_CAPACITY_UNBOUNDED */
     uint64_t backpressure_events;  /* puts that waited + items shed or evicted + backlog clears */
@@ -242,11 +242,26 @@ bps_status bps_stream_get_many(bps_stream *stream, void **out_items, size_t max_
                                int64_t timeout_ns, const bps_waiter *waiter,
                                size_t *out_count);
 
-/* Hands back items[0..count) that a consumer got but will not use (a prefetching
- * iterator being dropped): they go back to the FRONT of the stream, oldest first, as if
- * never taken (consumed goes down), whatever the capacity. Moves the items INTO the stream
- * (after an immediate close they are released instead, counted as dropped on close). */
-bps_status bps_stream_requeue(bps_stream *stream, void *const *items, size_t count);
+/* Like bps_stream_get_many, but the items are RESERVED: they move to the caller, yet stay
+ * counted in the stream's depth (and hold their room against the capacity) until
+ * bps_stream_settle reports them. A consumer that delivers items one by one (a language
+ * binding's iterator) takes a batch in one call without the stream ever holding more
+ * than its capacity, and can hand back what it did not deliver. */
+bps_status bps_stream_reserve(bps_stream *stream, void **out_items, size_t max_items,
+                              int64_t timeout_ns, const bps_waiter *waiter, size_t *out_count);
+
+/* Settles reserved items: `delivered` of them were consumed (counted as consumed now);
+ * returned[0..returned_count) were not and go back to the FRONT of the stream, oldest
+ * first, as if never taken (moved INTO the stream; after an immediate close they are
+ * released instead, counted as dropped on close). Frees their room; wakes putters. */
+bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *returned,
+                             size_t returned_count);
+
+/* bps_stream_settle(stream, delivered, NULL, 0) then bps_stream_put(...), in one lock
+ * acquisition: a consumer that puts too frees the room its delivered items held first
+ * (so its own put cannot wait on room it already emptied). Ownership as bps_stream_put. */
+bps_status bps_stream_settle_and_put(bps_stream *stream, size_t delivered, void *item,
+                                     int64_t timeout_ns, const bps_waiter *waiter);
 
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.
