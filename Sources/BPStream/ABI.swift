@@ -443,13 +443,11 @@ public func abiStreamPutFrames(
         if ranges.contains(where: { $0.length > 0 && $0.data == nil }) { return BPS_INVALID_ARGUMENT }
         var items: [UnsafeMutableRawPointer] = []
         items.reserveCapacity(count)
-        for range in ranges {
-            guard let item = Frame.make(copying: range.data, length: range.length) else {
-                for item in items { Frame.free(item) }
-                return BPS_NO_MEMORY
-            }
-            items.append(item)
-        }
+        let made = [(UnsafeRawPointer?, Int)](unsafeUninitializedCapacity: count) { pairs, n in
+            for (i, range) in ranges.enumerated() { (pairs.baseAddress! + i).initialize(to: (range.data, range.length)) }
+            n = count
+        }.withUnsafeBufferPointer { Frame.make(copying: $0, into: &items) }
+        guard made else { return BPS_NO_MEMORY }
         let (taken, outcome) = stream.put(
             contentsOf: items, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         for item in items[taken...] { Frame.free(item) }

@@ -3,26 +3,82 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
-/// Byte frames as the C ABI defines them (`bps_frame` in bpstream.h): one malloc'd block,
-/// `[length: Int][bytes...]`, handed around as a pointer with its lowest bit set
-/// (`BPS_ITEM_FRAME_TAG`) so consumers can tell frames from their own items.
+/// Byte frames as the C ABI defines them (`bps_frame` in bpstream.h), handed around as a
+/// pointer to `[length: Int][bytes...]` with its lowest bit set (`BPS_ITEM_FRAME_TAG`).
+///
+/// Memory layout. Every frame has a hidden word just before it, its OWNER:
+/// - `nil`: a standalone frame, one malloc'd block `[owner = nil][length][bytes]`;
+/// - otherwise: a SLAB, one malloc'd block holding a batch of frames
+///   `[refcount][owner|length|bytes (padded to 8)]...`, freed when its last frame is.
+/// A batch put (`bps_stream_put_frames`, the fd readers) makes one slab, so a producer
+/// pays one malloc and the consumer one free per batch instead of per frame: with the two
+/// on different threads, per-frame malloc/free dominated the cost of a frame.
+/// Frames are independent items either way: each is freed (exactly once) on its own.
 enum Frame {
     static let tag: UInt = 1
+    private static let word = MemoryLayout<Int>.size
 
-    /// A new frame item holding a copy of `data[0..<length]`; nil if malloc failed.
-    static func make(copying data: UnsafeRawPointer?, length: Int) -> UnsafeMutableRawPointer? {
-        guard let block = malloc(MemoryLayout<Int>.size + Swift.max(length, 1)) else { return nil }
-        block.storeBytes(of: length, as: Int.self)
-        if length > 0, let data {
-            (block + MemoryLayout<Int>.size).copyMemory(from: data, byteCount: length)
-        }
-        return UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: block) | tag)
+    /// Bytes one frame takes inside a slab: owner, length, data, padded to a word.
+    private static func footprint(_ length: Int) -> Int {
+        2 * word + (length + word - 1) / word * word
     }
 
-    /// Frees a frame item; ignores nil and items without the frame tag.
+    /// A new standalone frame item holding a copy of `data[0..<length]`; nil if malloc failed.
+    static func make(copying data: UnsafeRawPointer?, length: Int) -> UnsafeMutableRawPointer? {
+        guard let block = malloc(2 * word + Swift.max(length, 1)) else { return nil }
+        block.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+        return fill(block + word, copying: data, length: length)
+    }
+
+    /// Frame items for `ranges`, all in one slab, appended to `items` in order; false (and
+    /// nothing appended) if malloc failed.
+    static func make(
+        copying ranges: UnsafeBufferPointer<(UnsafeRawPointer?, Int)>,
+        into items: inout [UnsafeMutableRawPointer]
+    ) -> Bool {
+        guard ranges.count > 1 else {
+            guard let (data, length) = ranges.first else { return true }
+            guard let item = make(copying: data, length: length) else { return false }
+            items.append(item)
+            return true
+        }
+        var size = word  // the refcount
+        for (_, length) in ranges { size += footprint(length) }
+        guard let slab = malloc(size) else { return false }
+        slab.assumingMemoryBound(to: Atomic<Int>.self).initialize(to: Atomic(ranges.count))
+        var cursor = slab + word
+        for (data, length) in ranges {
+            cursor.storeBytes(of: slab, as: UnsafeMutableRawPointer?.self)
+            items.append(fill(cursor + word, copying: data, length: length))
+            cursor += footprint(length)
+        }
+        return true
+    }
+
+    private static func fill(
+        _ frame: UnsafeMutableRawPointer, copying data: UnsafeRawPointer?, length: Int
+    ) -> UnsafeMutableRawPointer {
+        frame.storeBytes(of: length, as: Int.self)
+        if length > 0, let data { (frame + word).copyMemory(from: data, byteCount: length) }
+        return UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: frame) | tag)!
+    }
+
+    /// Frees a frame item (its slab with its last frame); ignores nil and untagged items.
     static func free(_ item: UnsafeMutableRawPointer?) {
-        guard let item, UInt(bitPattern: item) & tag != 0 else { return }
-        Glibc.free(UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: item) & ~tag))
+        guard let item, UInt(bitPattern: item) & tag != 0,
+              let frame = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: item) & ~tag)
+        else { return }
+        let ownerSlot = frame - word
+        guard let slab = ownerSlot.load(as: UnsafeMutableRawPointer?.self) else {
+            Glibc.free(ownerSlot)
+            return
+        }
+        let refcount = slab.assumingMemoryBound(to: Atomic<Int>.self)
+        if refcount.pointee.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            refcount.deinitialize(count: 1)
+            Glibc.free(slab)
+        }
     }
 }

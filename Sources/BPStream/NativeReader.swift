@@ -96,6 +96,8 @@ final class NativeReader: @unchecked Sendable {
         var batch: [UnsafeMutableRawPointer] = []
         batch.reserveCapacity(Self.batchSize)
         var partialLine: [UInt8] = []  // a line not yet ended by '\n'
+        var lines: [(UnsafeRawPointer?, Int)] = []
+        lines.reserveCapacity(Self.batchSize)
         var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
                      pollfd(fd: wakePipe.0, events: Int16(POLLIN), revents: 0)]
         defer { for item in batch { Frame.free(item) } }
@@ -126,28 +128,42 @@ final class NativeReader: @unchecked Sendable {
                 guard deliver(&batch) else { return }
                 continue
             }
+            // Whole lines inside the buffer become frames of one slab per batch
+            // (`lines` collects their ranges); a line completing `partialLine` is a
+            // standalone frame. Frames keep the order of the input.
             var start = 0
             while start < count,
                   let newline = memchr(buffer + start, 0x0A, count - start)
             {
                 let end = buffer.distance(to: newline) + 1
                 if partialLine.isEmpty {
-                    guard let frame = Frame.make(copying: buffer + start, length: end - start)
-                    else { return fail(ENOMEM) }
-                    batch.append(frame)
+                    lines.append((UnsafeRawPointer(buffer + start), end - start))
                 } else {
                     partialLine.append(contentsOf: UnsafeRawBufferPointer(start: buffer + start, count: end - start))
                     append(partialLine, to: &batch)
                     partialLine.removeAll(keepingCapacity: true)
                 }
                 start = end
-                if batch.count >= Self.batchSize, !deliver(&batch) { return }
+                if batch.count + lines.count >= Self.batchSize {
+                    guard flush(&lines, into: &batch), deliver(&batch) else { return }
+                }
             }
+            guard flush(&lines, into: &batch) else { return }
             if start < count {
                 partialLine.append(contentsOf: UnsafeRawBufferPointer(start: buffer + start, count: count - start))
             }
             guard deliver(&batch) else { return }
         }
+    }
+
+    /// Turns the collected line ranges into frames (one slab) at the end of the batch.
+    private func flush(_ lines: inout [(UnsafeRawPointer?, Int)], into batch: inout [UnsafeMutableRawPointer]) -> Bool {
+        defer { lines.removeAll(keepingCapacity: true) }
+        guard lines.withUnsafeBufferPointer({ Frame.make(copying: $0, into: &batch) }) else {
+            fail(ENOMEM)
+            return false
+        }
+        return true
     }
 
     private func append(_ bytes: [UInt8], to batch: inout [UnsafeMutableRawPointer]) {

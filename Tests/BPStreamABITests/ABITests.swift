@@ -284,6 +284,10 @@ final class ABITests: XCTestCase {
             ("is_closed", bps_stream_is_closed(nil, &i32)),
             ("visit", bps_stream_visit(nil, visit, nil, &i32)),
             ("put_frame", bps_stream_put_frame(nil, "x", 1, 0, nil)),
+            ("put_frames", bps_stream_put_frames(nil, nil, 0, 0, nil, nil)),
+            ("reserve", bps_stream_reserve(nil, &items, 1, 0, nil, &count)),
+            ("settle", bps_stream_settle(nil, 1, nil, 0)),
+            ("settle_and_put", bps_stream_settle_and_put(nil, 0, item(1), 0, nil)),
         ]
         for (what, status) in checks { assertStatus(status, BPS_INVALID_ARGUMENT, what) }
         XCTAssertEqual(number(raw), 1, "get's out-parameter untouched")
@@ -450,33 +454,57 @@ final class ABITests: XCTestCase {
         assertStatus(bps_stream_put_many(block, &five, 1, 0, nil, nil), BPS_FULL, "out_taken may be NULL")
     }
 
-    func testRequeueHandsItemsBackToTheFront() {
+    func testReserveAndSettle() {
         let releases = makeLog()
-        let stream = makeStream(config(capacity: 2, release: ReleaseLog.callback, context: releases.context))
-        assertStatus(bps_stream_put(stream, item(1), 0, nil), BPS_OK)
-        assertStatus(bps_stream_put(stream, item(2), 0, nil), BPS_OK)
-        var out = [UnsafeMutableRawPointer?](repeating: nil, count: 2)
+        let stream = makeStream(config(capacity: 3, release: ReleaseLog.callback, context: releases.context))
+        for n in 1...3 { assertStatus(bps_stream_put(stream, item(n), 0, nil), BPS_OK) }
+        var out = [UnsafeMutableRawPointer?](repeating: nil, count: 3)
         var count = 0
-        assertStatus(bps_stream_get_many(stream, &out, 2, 0, nil, &count), BPS_OK)
-        assertStatus(bps_stream_put(stream, item(3), 0, nil), BPS_OK)
-        assertStatus(bps_stream_requeue(stream, &out, 2), BPS_OK)
-        XCTAssertEqual(depth(stream), 3, "whatever the capacity")
-        assertStatus(bps_stream_requeue(stream, nil, 0), BPS_OK)
-        var withNull: [UnsafeMutableRawPointer?] = [item(7), nil]
-        assertStatus(bps_stream_requeue(stream, &withNull, 2), BPS_INVALID_ARGUMENT)
-        assertStatus(bps_stream_requeue(stream, nil, 1), BPS_INVALID_ARGUMENT)
-        assertStatus(bps_stream_requeue(nil, &out, 2), BPS_INVALID_ARGUMENT)
-        XCTAssertEqual(drain(stream), [1, 2, 3], "nothing from the rejected calls")
-        let s = stats(stream)
-        XCTAssertEqual(s.consumed, 3)
+        assertStatus(bps_stream_reserve(stream, &out, 3, 0, nil, &count), BPS_OK)
+        XCTAssertEqual(count, 3)
+        XCTAssertEqual(out.map(number), [1, 2, 3])
+        XCTAssertEqual(depth(stream), 3, "reserved items stay in the depth")
+        assertStatus(bps_stream_put(stream, item(4), 0, nil), BPS_FULL, "and hold their room")
+
+        // Delivered 1; 2 and 3 go back to the front.
+        var returned: [UnsafeMutableRawPointer?] = [item(2), item(3)]
+        assertStatus(bps_stream_settle(stream, 1, &returned, 2), BPS_OK)
+        var s = stats(stream)
+        XCTAssertEqual(s.consumed, 1)
+        XCTAssertEqual(s.depth, 2)
         XCTAssertEqual(s.produced, s.consumed + s.dropped + s.depth)
+        assertStatus(bps_stream_put(stream, item(4), 0, nil), BPS_OK)
+
+        // settle_and_put: the room the delivered items held is this put's.
+        assertStatus(bps_stream_reserve(stream, &out, 3, 0, nil, &count), BPS_OK)
+        XCTAssertEqual(out.prefix(count).map(number), [2, 3, 4])
+        assertStatus(bps_stream_settle_and_put(stream, 3, item(5), 0, nil), BPS_OK)
+        s = stats(stream)
+        XCTAssertEqual(s.consumed, 4)
+        XCTAssertEqual(s.depth, 1)
+        XCTAssertEqual(s.producer_waits, 0)
+
+        // Bad arguments change nothing.
+        var withNull: [UnsafeMutableRawPointer?] = [item(7), nil]
+        assertStatus(bps_stream_settle(stream, 0, &withNull, 2), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_settle(stream, 0, nil, 1), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_settle_and_put(stream, 0, nil, 0, nil), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_reserve(stream, &out, 0, 0, nil, &count), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_reserve(stream, nil, 1, 0, nil, &count), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_reserve(stream, &out, 1, 0, nil, nil), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(depth(stream), 1)
 
         // After an immediate close, handed-back items go to the release callback.
+        assertStatus(bps_stream_reserve(stream, &out, 3, 0, nil, &count), BPS_OK)
+        XCTAssertEqual(count, 1)
         assertStatus(bps_stream_close(stream, BPS_CLOSE_IMMEDIATE), BPS_OK)
-        var late: [UnsafeMutableRawPointer?] = [item(3)]
-        assertStatus(bps_stream_requeue(stream, &late, 1), BPS_OK)
-        XCTAssertEqual(releases.items, [3])
-        XCTAssertEqual(stats(stream).dropped_on_close, 1)
+        var late: [UnsafeMutableRawPointer?] = [item(5)]
+        assertStatus(bps_stream_settle(stream, 0, &late, 1), BPS_OK)
+        XCTAssertEqual(releases.items, [5])
+        s = stats(stream)
+        XCTAssertEqual(s.dropped_on_close, 1)
+        XCTAssertEqual(s.depth, 0)
+        assertStatus(bps_stream_reserve(stream, &out, 3, -1, nil, &count), BPS_CLOSED)
     }
 
     // MARK: ownership: the release callback
@@ -866,6 +894,37 @@ final class ABITests: XCTestCase {
         XCTAssertEqual(bps_item_is_frame(item(3)), 0, "2-aligned pointers are never frames")
         bps_frame_free(nil)
         bps_frame_free(item(3))  // not a frame: nothing happens
+    }
+
+    func testPutFramesPutsCopiesAndReportsWhatWasTaken() throws {
+        let stream = makeStream(config(capacity: 2, policy: BPS_POLICY_REJECT))
+        let texts = ["one", "", "three"]
+        let storage = texts.map { Array($0.utf8) }
+        var taken = 99
+        let status = storage[0].withUnsafeBytes { a in
+            storage[1].withUnsafeBytes { b in
+                storage[2].withUnsafeBytes { c in
+                    var ranges = [bps_bytes(data: a.baseAddress, length: a.count),
+                                  bps_bytes(data: b.count > 0 ? b.baseAddress : nil, length: b.count),
+                                  bps_bytes(data: c.baseAddress, length: c.count)]
+                    return bps_stream_put_frames(stream, &ranges, 3, 0, nil, &taken)
+                }
+            }
+        }
+        assertStatus(status, BPS_FULL, "capacity 2, reject")
+        XCTAssertEqual(taken, 2)
+        let (frames, end) = readAll(stream, timeout: 0)
+        assertStatus(end, BPS_EMPTY)
+        XCTAssertEqual(frames, [Array("one".utf8), []])
+
+        var bad = [bps_bytes(data: nil, length: 3)]
+        taken = 99
+        assertStatus(bps_stream_put_frames(stream, &bad, 1, 0, nil, &taken), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(taken, 0)
+        taken = 99
+        assertStatus(bps_stream_put_frames(stream, nil, 0, 0, nil, &taken), BPS_OK)
+        XCTAssertEqual(taken, 0)
+        XCTAssertEqual(depth(stream), 0)
     }
 
     func testPutFrameRoundTrip() throws {

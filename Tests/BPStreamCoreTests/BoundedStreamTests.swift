@@ -525,45 +525,95 @@ final class BoundedStreamTests: XCTestCase {
         XCTAssertNil(try BoundedStream<Int>(capacity: 1).failure)
     }
 
-    // MARK: requeue
+    // MARK: reserve and settle
 
-    func testRequeueHandsItemsBackToTheFrontAndWakesAConsumer() throws {
+    /// Takes up to `max` items as reserved, without waiting.
+    private func reserve<T>(_ stream: BoundedStream<T>, _ max: Int) -> [T] {
+        let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max)
+        defer { buffer.deallocate() }
+        var observer = NoWaitObserver()
+        guard case .success(let n) = stream.get(into: buffer, reserving: true, timeoutNanoseconds: 0,
+                                                observer: &observer) else { return [] }
+        return (0..<n).map { (buffer.baseAddress! + $0).move() }
+    }
+
+    func testReservedItemsHoldTheirRoomUntilSettled() throws {
+        let stream = try BoundedStream<Int>(capacity: 2)
+        try stream.put(1)
+        try stream.put(2)
+        XCTAssertEqual(reserve(stream, 2), [1, 2])
+        XCTAssertEqual(stream.count, 2, "reserved items are still in the depth")
+        XCTAssertEqual(stream.stats().consumed, 0)
+        assertThrows(.full) { () throws(StreamError) in try stream.put(3, timeout: .zero) }
+        // A blocked put is woken by the settle that frees the room.
+        let triggered = Locked(false)
+        let settler = TestThread {
+            usleep(100_000)
+            triggered.withLock { $0 = true }
+            stream.settle(delivered: 2)
+        }
+        XCTAssertTrue(try stream.put(3, timeout: .seconds(30)))
+        XCTAssertTrue(triggered.current, "put returned before the settle freed room")
+        XCTAssertTrue(settler.join())
+        let stats = stream.stats()
+        XCTAssertEqual(stats.consumed, 2)
+        XCTAssertEqual(stats.depth, 1)
+        XCTAssertLessThanOrEqual(stats.peakDepth, 2)
+        XCTAssertIdentity(stats)
+    }
+
+    func testSettleHandsBackUndeliveredItemsToTheFrontAndWakesAConsumer() throws {
         let stream = try BoundedStream<Int>(capacity: 4)
         for i in 0..<3 { try stream.put(i) }
-        let taken = try stream.get(maxCount: 2)
-        stream.requeue(taken)
-        stream.requeue([])
-        XCTAssertEqual(buffered(stream), [0, 1, 2])
-        XCTAssertEqual(stream.stats().consumed, 0)
+        let taken = reserve(stream, 3)
+        stream.settle(delivered: 1, returning: Array(taken.dropFirst()))
+        XCTAssertEqual(buffered(stream), [1, 2])
+        XCTAssertEqual(stream.stats().consumed, 1)
         XCTAssertIdentity(stream.stats())
-        XCTAssertEqual(try stream.get(maxCount: 10), [0, 1, 2])
+        XCTAssertEqual(try stream.get(maxCount: 10), [1, 2])
 
+        try stream.put(7)
+        _ = reserve(stream, 1)
         let triggered = Locked(false)
         let trigger = TestThread {
             usleep(100_000)
             triggered.withLock { $0 = true }
-            stream.requeue([42])
+            stream.settle(delivered: 0, returning: [7])
         }
-        XCTAssertEqual(try stream.get(timeout: .seconds(30)), 42)
-        XCTAssertTrue(triggered.current, "get returned before the requeue")
+        XCTAssertEqual(try stream.get(timeout: .seconds(30)), 7)
+        XCTAssertTrue(triggered.current, "get returned before the item was handed back")
         XCTAssertTrue(trigger.join())
     }
 
-    func testRequeueAfterAnImmediateCloseGoesToOnDrop() throws {
+    func testPutSettlingFreesRoomFirstInOneCall() throws {
+        let stream = try BoundedStream<Int>(capacity: 2)
+        try stream.put(1)
+        try stream.put(2)
+        _ = reserve(stream, 2)
+        var observer = NoWaitObserver()
+        XCTAssertEqual(stream.put(3, settling: 2, timeoutNanoseconds: 0, observer: &observer), .stored,
+                       "the delivered items' room is free for this very put")
+        let stats = stream.stats()
+        XCTAssertEqual(stats.consumed, 2)
+        XCTAssertEqual(stats.depth, 1)
+        XCTAssertEqual(stats.producerWaits, 0)
+        XCTAssertIdentity(stats)
+    }
+
+    func testItemsHandedBackAfterAnImmediateCloseGoToOnDrop() throws {
         let tracker = DeinitTracker()
         let drops = DropLog<TrackedItem> { $0.id }
         let stream = try BoundedStream<TrackedItem>(capacity: 4, onDrop: drops.onDrop)
         for i in 0..<3 { try stream.put(TrackedItem(i, tracker)) }
-        var prefetched = try stream.get(maxCount: 2)
+        var readAhead = reserve(stream, 2)
         stream.close(immediate: true)
         XCTAssertEqual(drops.ids(.discardedOnClose), [2])
-        stream.requeue(prefetched)
-        prefetched.removeAll()
+        stream.settle(delivered: 0, returning: readAhead)
+        readAhead.removeAll()
         XCTAssertEqual(drops.ids(.discardedOnClose), [2, 0, 1])
         XCTAssertEqual(stream.count, 0)
         let stats = stream.stats()
         XCTAssertEqual(stats.droppedOnClose, 3)
-        XCTAssertEqual(stats.consumed, 0)
         XCTAssertIdentity(stats)
         XCTAssertEqual(tracker.live, 0, "released, not kept")
     }

@@ -39,11 +39,9 @@ private func describe(_ action: Machine.TakeAction) -> String {
     }
 }
 
-private func describe(_ action: Machine.RequeueAction) -> String {
-    switch action {
-    case .requeued(let wake): return "requeued(wakeConsumers: \(wake))"
-    case .discard(let items): return "discard(\(items))"
-    }
+private func describe(_ action: Machine.SettleAction) -> String {
+    "settled(discarded: \(action.discarded), wakeProducers: \(action.wakeProducers), "
+        + "wakeConsumers: \(action.wakeConsumers), wakeJoiners: \(action.wakeJoiners))"
 }
 
 private func describe(_ action: Machine.TaskDoneAction) -> String {
@@ -534,61 +532,110 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertEqual(stats.windowSeconds, 0)
     }
 
-    // MARK: requeue
+    // MARK: reserve and settle
 
-    func testRequeuePutsItemsBackAtTheFrontAsIfNeverTaken() {
+    /// Takes up to `count` items as reserved; returns them.
+    private func reserve(_ machine: inout Machine, _ count: Int) -> [Int] {
+        var items: [Int] = []
+        _ = machine.take(upTo: count, reserving: true) { items.append($0) }
+        return items
+    }
+
+    func testReservedItemsStayInTheDepthAndHoldTheirRoom() {
+        var machine = makeMachine(3, .block)
+        putAll(&machine, [1, 2, 3])
+        machine.producerWillWait()
+        var got: [Int] = []
+        XCTAssertEqual(describe(machine.take(upTo: 2, reserving: true) { got.append($0) }),
+                       "took(2, wakeProducers: false)", "reserving frees no room")
+        XCTAssertEqual(got, [1, 2])
+        XCTAssertEqual(Array(machine.buffer), [3])
+        XCTAssertEqual(machine.reserved, 2)
+        XCTAssertEqual(machine.depth, 3)
+        XCTAssertEqual(machine.counters.consumed, 0, "not consumed until settled")
+        XCTAssertEqual(machine.snapshot(now: 1).depth, 3)
+        XCTAssertEqual(describe(machine.put(4)), "mustWait", "reserved items count against the capacity")
+        assertInvariants(machine)
+
+        let action = machine.settle(delivered: 2, returned: [])
+        XCTAssertEqual(describe(action),
+                       "settled(discarded: [], wakeProducers: true, wakeConsumers: false, wakeJoiners: false)")
+        XCTAssertEqual(machine.reserved, 0)
+        XCTAssertEqual(machine.counters.consumed, 2)
+        XCTAssertEqual(describe(machine.put(4)), "stored(wakeConsumer: false)")
+        machine.producerDidWait(nanoseconds: 0)
+        assertInvariants(machine)
+    }
+
+    func testSettleHandsUndeliveredItemsBackToTheFront() {
         var machine = makeMachine(4, .block)
         putAll(&machine, [1, 2, 3, 4])
-        var taken: [Int] = []
-        _ = machine.take(upTo: 3) { taken.append($0) }
-        XCTAssertEqual(machine.counters.consumed, 3)
-        XCTAssertEqual(describe(machine.requeue(Array(taken.suffix(2)))), "requeued(wakeConsumers: false)")
-        XCTAssertEqual(Array(machine.buffer), [2, 3, 4], "oldest first, ahead of the backlog")
-        XCTAssertEqual(machine.counters.consumed, 1, "consumed goes down")
-        XCTAssertEqual(machine.counters.produced, 4, "produced does not change")
-        assertInvariants(machine)
-        machine.consumerWillWait()
-        XCTAssertEqual(describe(machine.requeue([1])), "requeued(wakeConsumers: true)")
+        XCTAssertEqual(reserve(&machine, 3), [1, 2, 3])
+        machine.consumerWillWait()  // another consumer waits for items
+        let action = machine.settle(delivered: 1, returned: [2, 3])
+        XCTAssertEqual(describe(action),
+                       "settled(discarded: [], wakeProducers: false, wakeConsumers: true, wakeJoiners: false)")
         machine.consumerDidWait(nanoseconds: 0)
-        XCTAssertEqual(drain(&machine), [1, 2, 3, 4])
+        XCTAssertEqual(Array(machine.buffer), [2, 3, 4], "as if never taken, oldest first")
+        XCTAssertEqual(machine.counters.consumed, 1)
+        XCTAssertEqual(machine.reserved, 0)
         assertInvariants(machine)
+        XCTAssertEqual(drain(&machine), [2, 3, 4])
     }
 
-    func testRequeueIgnoresCapacityAndRaisesThePeak() {
-        var machine = makeMachine(2, .block)
+    func testSettleClampsToWhatIsReserved() {
+        var machine = makeMachine(4, .block)
         putAll(&machine, [1, 2])
-        _ = machine.get()
-        _ = machine.get()
-        putAll(&machine, [3, 4])
-        _ = machine.requeue([1, 2])
-        XCTAssertEqual(Array(machine.buffer), [1, 2, 3, 4], "a consumer handing back never blocks")
-        XCTAssertEqual(machine.counters.peakDepth, 4)
-        XCTAssertEqual(describe(machine.put(5)), "mustWait", "puts wait until the depth is under the bound")
+        _ = reserve(&machine, 2)
+        XCTAssertEqual(machine.settleDelivered(5), 2)
+        XCTAssertEqual(machine.settleDelivered(-3), 0)
+        XCTAssertEqual(machine.counters.consumed, 2)
+        XCTAssertEqual(machine.reserved, 0)
         assertInvariants(machine)
     }
 
-    func testRequeueAfterAnImmediateCloseDiscardsAndCounts() {
+    func testItemsHandedBackAfterAnImmediateCloseAreDiscarded() {
         var machine = makeMachine(4, .block)
         putAll(&machine, [1, 2, 3])
-        _ = machine.get()
-        _ = machine.close(immediate: true)
-        XCTAssertEqual(machine.counters.unfinishedTasks, 1)
-        XCTAssertEqual(describe(machine.requeue([1])), "discard([1])")
-        XCTAssertTrue(machine.buffer.isEmpty)
+        _ = reserve(&machine, 2)
+        machine.waitingJoiners = 1
+        XCTAssertEqual(Array(machine.close(immediate: true).discarded), [3], "only what is buffered")
+        XCTAssertEqual(machine.depth, 2, "reserved items are still out with the consumer")
+        let action = machine.settle(delivered: 0, returned: [1, 2])
+        XCTAssertEqual(action.discarded, [1, 2])
+        XCTAssertTrue(action.wakeJoiners, "their tasks were the last unfinished ones")
         XCTAssertEqual(machine.counters.droppedOnClose, 3)
-        XCTAssertEqual(machine.counters.consumed, 0)
-        XCTAssertEqual(machine.counters.unfinishedTasks, 0, "a discarded item's task is finished")
+        XCTAssertEqual(machine.counters.unfinishedTasks, 0)
+        XCTAssertEqual(machine.depth, 0)
         assertInvariants(machine)
 
         var plain = makeMachine(4, .block)
         putAll(&plain, [1, 2])
-        _ = plain.get()
+        _ = reserve(&plain, 1)
         _ = plain.close(immediate: false)
-        XCTAssertEqual(describe(plain.requeue([1])), "requeued(wakeConsumers: false)",
+        XCTAssertEqual(plain.settle(delivered: 0, returned: [1]).discarded, [],
                        "after a plain close the backlog stays readable")
         XCTAssertEqual(drain(&plain), [1, 2])
         XCTAssertEqual(describe(plain.get()), "closed")
         assertInvariants(plain)
+    }
+
+    func testDropPoliciesShedWhenEverythingIsReserved() {
+        for policy in [OverflowPolicy.dropOldest, .dropAll] {
+            var machine = makeMachine(2, policy)
+            putAll(&machine, [1, 2])
+            _ = reserve(&machine, 2)
+            XCTAssertEqual(describe(machine.put(3)), "shed", "\(policy): nothing buffered to evict")
+            XCTAssertEqual(machine.counters.droppedShed, 1)
+            XCTAssertEqual(machine.depth, 2, "\(policy): never above the capacity")
+            assertInvariants(machine)
+            _ = machine.settle(delivered: 1, returned: [2])
+            XCTAssertEqual(describe(machine.put(4)), "stored(wakeConsumer: false)")
+            XCTAssertEqual(describe(machine.put(5)), policy == .dropOldest
+                           ? "storedEvicting(2, wakeJoiners: false)"
+                           : "storedClearing([2, 4], wakeJoiners: false)")
+            assertInvariants(machine)
+        }
     }
 
     // MARK: model check
@@ -627,10 +674,23 @@ final class StreamStateMachineTests: XCTestCase {
                 let (expectedAction, expectedItems) = model.take(limit)
                 XCTAssertEqual(action, expectedAction, context)
                 XCTAssertEqual(got, expectedItems, context)
-            case 80..<90:
+            case 80..<85:
                 let count = UInt64.random(in: 0...3, using: &rng)
                 XCTAssertEqual(describe(machine.taskDone(count)), model.taskDone(count), context)
-            case 90..<97:
+            case 85..<89:
+                let limit = Int.random(in: 1...3, using: &rng)
+                var got: [Int] = []
+                let action = describe(machine.take(upTo: limit, reserving: true) { got.append($0) })
+                let (expectedAction, expectedItems) = model.reserve(limit)
+                XCTAssertEqual(action, expectedAction, context)
+                XCTAssertEqual(got, expectedItems, context)
+            case 89..<91:
+                let delivered = Int.random(in: 0...model.reserved.count, using: &rng)
+                let returned = Array(model.reserved[delivered...])
+                let action = machine.settle(delivered: delivered, returned: returned)
+                XCTAssertEqual(action.discarded, model.settle(delivered: delivered), context)
+                XCTAssertFalse(action.wakeProducers || action.wakeConsumers || action.wakeJoiners, context)
+            case 91..<97:
                 capacity = Int.random(in: 1...6, using: &rng)
                 XCTAssertFalse(machine.setCapacity(capacity), "nobody parked: \(context)")
                 model.capacity = capacity
@@ -643,6 +703,7 @@ final class StreamStateMachineTests: XCTestCase {
                 }
             }
             XCTAssertEqual(Array(machine.buffer), model.items, context)
+            XCTAssertEqual(machine.reserved, model.reserved.count, context)
             XCTAssertEqual(machine.isClosed, model.closed, context)
             XCTAssertEqual(machine.counters, model.counters, context)
             assertInvariants(machine, context)
@@ -657,9 +718,13 @@ final class StreamStateMachineTests: XCTestCase {
 /// The stream's semantics written as plainly as possible, for the model check.
 private struct StreamModel {
     var items: [Int] = []
+    /// Taken with `reserve`, not yet settled: out of `items`, still in the depth.
+    var reserved: [Int] = []
     var capacity: Int
     let policy: OverflowPolicy
     var closed = false
+    var discardsBacklog = false
+    var depth: Int { items.count + reserved.count }
     var produced: UInt64 = 0, consumed: UInt64 = 0, rejected: UInt64 = 0
     var shed: UInt64 = 0, evicted: UInt64 = 0, cleared: UInt64 = 0, onClose: UInt64 = 0
     var unfinished: UInt64 = 0, peak: UInt64 = 0, backpressure: UInt64 = 0
@@ -673,7 +738,7 @@ private struct StreamModel {
         items.append(item)
         produced += 1
         unfinished += 1
-        peak = max(peak, UInt64(items.count))
+        peak = max(peak, UInt64(depth))
     }
 
     private mutating func finish(_ count: Int) {
@@ -682,7 +747,7 @@ private struct StreamModel {
 
     mutating func put(_ item: Int) -> String {
         if closed { return "closed" }
-        if items.count < capacity {
+        if depth < capacity {
             store(item)
             return "stored(wakeConsumer: false)"
         }
@@ -691,7 +756,7 @@ private struct StreamModel {
         case .reject:
             rejected += 1
             return "rejected"
-        case .dropNewest:
+        case .dropNewest, .dropOldest where items.isEmpty, .dropAll where items.isEmpty:
             produced += 1
             shed += 1
             backpressure += 1
@@ -729,6 +794,30 @@ private struct StreamModel {
         return ("took(\(count), wakeProducers: false)", taken)
     }
 
+    mutating func reserve(_ limit: Int) -> (String, [Int]) {
+        if items.isEmpty { return (closed ? "closed" : "mustWait", []) }
+        let count = min(limit, items.count)
+        let taken = Array(items.prefix(count))
+        items.removeFirst(count)
+        reserved += taken
+        return ("took(\(count), wakeProducers: false)", taken)
+    }
+
+    /// The first `delivered` reserved items were consumed; the rest come back to the front
+    /// (or are discarded after an immediate close). Returns the discarded ones.
+    mutating func settle(delivered: Int) -> [Int] {
+        consumed += UInt64(delivered)
+        let returned = Array(reserved[delivered...])
+        reserved = []
+        if discardsBacklog {
+            onClose += UInt64(returned.count)
+            finish(returned.count)
+            return returned
+        }
+        items = returned + items
+        return []
+    }
+
     mutating func taskDone(_ count: UInt64) -> String {
         if count > unfinished { return "tooMany" }
         unfinished -= count
@@ -738,6 +827,7 @@ private struct StreamModel {
     mutating func close(immediate: Bool) -> [Int] {
         closed = true
         guard immediate else { return [] }
+        discardsBacklog = true
         let discarded = items
         items.removeAll()
         onClose += UInt64(discarded.count)

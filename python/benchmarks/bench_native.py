@@ -71,7 +71,7 @@ def bench_native_frames(tokens, n: int, rounds: int) -> None:
     print(f"1. native producer -> Python `for` loop, {n:,} 8-byte frames, capacity 1024")
     print(f"   for x in range(N)                 {f:>14,.0f} items/s   1.00x")
     print(f"   tokens.count -> for x in stream   {r:>14,.0f} items/s   {r / f:.2f}x  (target >= 0.4x)")
-    print("   memory bound: <= 1024 frames in the stream + <= 64 prefetched by the iterator")
+    print("   memory bound: <= 1024 frames in the stream, read-ahead included (it is reserved, see README)")
 
 
 def make_file(path: str, lines: int) -> None:
