@@ -20,6 +20,7 @@ python-test: install
 	$(VPY) -m pytest python/tests -q
 
 bench: install
+	$(VPY) -m pip install --quiet --disable-pip-version-check janus  # a peer to compare with
 	$(VPY) python/benchmarks/bench.py
 	$(VPY) python/benchmarks/bench_native.py
 

@@ -59,7 +59,8 @@ private func assertInvariants(
     file: StaticString = #filePath, line: UInt = #line
 ) {
     let c = machine.counters
-    let depth = UInt64(machine.buffer.count)
+    XCTAssertEqual(machine.depth, machine.buffer.count + machine.reserved, file: file, line: line)
+    let depth = UInt64(machine.depth)
     XCTAssertEqual(c.produced, c.consumed + c.dropped + depth,
                    "identity broken \(context()): \(c), depth \(depth)", file: file, line: line)
     XCTAssertGreaterThanOrEqual(c.peakDepth, depth, "peakDepth below depth \(context())",
@@ -708,7 +709,10 @@ final class StreamStateMachineTests: XCTestCase {
             XCTAssertEqual(machine.counters, model.counters, context)
             assertInvariants(machine, context)
             // Stop at the first divergence: later steps would only repeat it.
-            if machine.counters != model.counters || Array(machine.buffer) != model.items { return }
+            let c = machine.counters
+            if c != model.counters || Array(machine.buffer) != model.items
+                || machine.reserved != model.reserved.count
+                || c.produced != c.consumed + c.dropped + UInt64(machine.depth) { return }
         }
     }
 }
@@ -751,16 +755,23 @@ private struct StreamModel {
             store(item)
             return "stored(wakeConsumer: false)"
         }
+        // Full and nothing buffered (all reserved): eviction is impossible, so drop
+        // policies shed.
+        let shedding = policy == .dropNewest
+            || ((policy == .dropOldest || policy == .dropAll) && items.isEmpty)
+        if shedding {
+            produced += 1
+            shed += 1
+            backpressure += 1
+            return "shed"
+        }
         switch policy {
         case .block: return "mustWait"
         case .reject:
             rejected += 1
             return "rejected"
-        case .dropNewest, .dropOldest where items.isEmpty, .dropAll where items.isEmpty:
-            produced += 1
-            shed += 1
-            backpressure += 1
-            return "shed"
+        case .dropNewest:
+            preconditionFailure("handled above")
         case .dropOldest:
             let first = items.removeFirst()
             evicted += 1
