@@ -1,4 +1,4 @@
-"""Iteration behaves like repeated get() (API_SPEC: "`for item in stream` blocks like get()"):
+"""Iteration behaves like repeated get() (README: "`for item in stream` blocks like `get`"):
 FIFO with other consumers, len() and Stats count only what was delivered, an immediate close
 ends the loop, nothing is lost when a loop is left early, and the bound is never exceeded."""
 
