@@ -41,12 +41,13 @@ let package = Package(
             linkerSettings: [
                 // One self-contained .so: Swift runtime inside, found next to nothing
                 // but itself, exporting only bps_* symbols.
+                // Release only: these flags also reach the test binary, whose link they break.
                 .unsafeFlags([
                     "-static-stdlib",
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/BPStream/exports.map",
                     "-Xlinker", "-rpath=$ORIGIN",
                     "-Xlinker", "--gc-sections",
-                ]),
+                ], .when(configuration: .release)),
             ]
         ),
         .testTarget(name: "BPStreamCoreTests", dependencies: ["BPStreamCore"]),

@@ -217,6 +217,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 if parked == .timedOut { state.producerGaveUp() }
                 changes.add(1, ordering: .relaxed)
                 lock.unlock()
+                // Wake the consumer this store fed before taking back the caller's runtime lock.
+                if case .stored(true) = action { notEmpty.signal() }
                 observer.didWait()
                 lock.lock()
                 if parked == .timedOut { outcome = .full; break loop }
@@ -353,13 +355,23 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
             changes.add(1, ordering: .relaxed)
             lock.unlock()
-            defer { observer.didWait() }
-            if parked == .timedOut { return .failure(.empty) }
-            if parked == .cancelled { return .failure(.cancelled) }
-        } else {
-            changes.add(1, ordering: .relaxed)
-            lock.unlock()
+            let result: Result<Int, GetFailure>
+            switch parked {
+            case .timedOut: result = .failure(.empty)
+            case .cancelled: result = .failure(.cancelled)
+            case .done: result = finishTake(action)  // signals before didWait, as park says
+            }
+            observer.didWait()
+            return result
         }
+        changes.add(1, ordering: .relaxed)
+        lock.unlock()
+        return finishTake(action)
+    }
+
+    /// Carries out a batch get's action after unlocking: wakes the producers it made room for.
+    @usableFromInline
+    func finishTake(_ action: StreamStateMachine<Element>.TakeAction) -> Result<Int, GetFailure> {
         switch action {
         case .took(let count, let wakeProducers):
             if wakeProducers { count == 1 ? notFull.signal() : notFull.broadcast() }
@@ -488,7 +500,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             spinning.store(0, ordering: .relaxed)
         }
         lock.lock()
-        var nextPoll = interval > 0 ? start + interval : Int64.max
+        var nextPoll = interval > 0 ? start.addingSaturated(interval) : Int64.max
         while true {
             if attempt() { return .done }
             let now = MonotonicClock.now()
@@ -498,7 +510,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 let cancel = observer.shouldCancel()
                 lock.lock()
                 if cancel { return .cancelled }
-                nextPoll = now + interval
+                nextPoll = now.addingSaturated(interval)
                 continue  // the state may have changed while unlocked
             }
             let wakeAt = Swift.min(deadline, nextPoll)
@@ -659,4 +671,13 @@ extension BoundedStream: Sequence {
     }
 
     public func makeIterator() -> Iterator { Iterator(stream: self) }
+}
+
+extension Int64 {
+    /// `self + other`, or `Int64.max` where that would overflow (deadlines far away).
+    @usableFromInline
+    func addingSaturated(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? Int64.max : sum
+    }
 }

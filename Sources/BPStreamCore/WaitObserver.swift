@@ -63,7 +63,7 @@ extension Duration {
     @usableFromInline
     var clampedNanoseconds: Int64 {
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
+        if seconds < 0 || attoseconds < 0 { return 0 }  // any negative duration: don't wait
         if seconds >= Int64.max / 1_000_000_000 - 1 { return Int64.max }
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }

@@ -42,10 +42,11 @@
  *  - Blocking calls take a timeout in nanoseconds: < 0 waits without limit,
  *    0 never waits, > 0 waits at most that long (CLOCK_MONOTONIC).
  *  - A blocking call first tries without waiting. Only when it must wait does it
- *    call the optional bps_waiter hook: BPS_WAIT_BEGIN once before the first
- *    wait, BPS_WAIT_POLL every poll_interval_ns while waiting (a nonzero return
- *    cancels the call with BPS_CANCELLED and changes nothing), and BPS_WAIT_END
- *    once after the last wait, before the call returns. Hooks run on the calling
+ *    call the optional bps_waiter hook, once per wait episode (a batch put may have
+ *    several): BPS_WAIT_BEGIN before waiting, BPS_WAIT_POLL every poll_interval_ns
+ *    while waiting (a nonzero return cancels the call with BPS_CANCELLED and changes
+ *    nothing), and BPS_WAIT_END after the wait, before the call goes on or returns.
+ *    Whoever the call woke (a peer it made room or an item for) is signalled first. Hooks run on the calling
  *    thread without the stream's lock. A language binding uses BEGIN/END to let
  *    go of and take back its runtime lock, and POLL to notice signals (Ctrl-C).
  * ===========================================================================
@@ -74,7 +75,8 @@ typedef struct bps_stream bps_stream;
 /* Every call's outcome. bps_status_string() names each one. */
 typedef enum bps_status {
     BPS_OK = 0,               /* done */
-    BPS_SHED = 1,             /* put accepted but the item was shed (drop_newest); caller keeps it */
+    BPS_SHED = 1,             /* put accepted but the item was shed (drop_newest; drop_oldest and
+                                 drop_all when every item is reserved); caller keeps it */
     BPS_FULL = 2,             /* no room: reject policy, or a block put's timeout passed */
     BPS_EMPTY = 3,            /* nothing to get before the timeout passed */
     BPS_CLOSED = 4,           /* put: the stream is closed. get: closed and drained */
