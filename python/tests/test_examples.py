@@ -1,0 +1,50 @@
+"""Every example script and the demo run as written, exit 0 and say what they promise.
+
+They run as a user would run them: `python examples/NAME.py` from the repository root,
+with the installed bpstream (token_streaming.py builds examples/native_producer itself)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+EXAMPLES = os.path.join(ROOT, "examples")
+SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_there_is_an_example_per_policy():
+    for policy in ("block", "drop_oldest", "drop_newest", "reject", "drop_all"):
+        assert any(name.startswith(policy) for name in SCRIPTS), policy
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_runs_as_written(script):
+    done = run(os.path.join("examples", script))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip(), "an example says what happened"
+
+
+def test_token_streaming_stops_the_native_producer():
+    done = run(os.path.join("examples", "token_streaming.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "producer exited: True" in done.stdout
+    assert "tok11" in done.stdout and "tok12 " not in done.stdout
+
+
+def test_demo_quick_prints_plain_text_and_a_table():
+    done = run("-m", "bpstream.demo", "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\x1b[" not in done.stdout and "\r" not in done.stdout  # not a terminal: plain
+    for policy in ("block", "drop_oldest", "drop_newest", "reject", "drop_all"):
+        assert policy in done.stdout
+    assert "identity holds" in done.stdout
