@@ -15,6 +15,7 @@ test: swift-test python-test
 
 swift-test:
 	swift test
+	swift run swift-producer-consumer
 
 python-test: install
 	$(VPY) -m pytest python/tests -q

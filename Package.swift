@@ -50,6 +50,9 @@ let package = Package(
                 ], .when(configuration: .release)),
             ]
         ),
+        // examples/swift: `swift run swift-producer-consumer`.
+        .executableTarget(
+            name: "swift-producer-consumer", dependencies: ["BPStreamCore"], path: "examples/swift"),
         .testTarget(name: "BPStreamCoreTests", dependencies: ["BPStreamCore"]),
         .testTarget(name: "BPStreamABITests", dependencies: ["BPStream", "CBPStream"]),
     ]
