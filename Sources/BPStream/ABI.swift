@@ -402,7 +402,8 @@ public func abiStreamFailure(
 public func abiFrameNew(
     _ data: UnsafeRawPointer?, _ length: Int, _ outItem: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> bps_status {
-    guard let outItem, length >= 0, length == 0 || data != nil else { return BPS_INVALID_ARGUMENT }
+    guard let outItem, length >= 0, length <= Frame.maximumLength, length == 0 || data != nil
+    else { return BPS_INVALID_ARGUMENT }
     guard let item = Frame.make(copying: data, length: length) else { return BPS_NO_MEMORY }
     outItem.pointee = item
     return BPS_OK
@@ -419,7 +420,8 @@ public func abiStreamPutFrame(
     _ waiter: UnsafePointer<bps_waiter>?
 ) -> bps_status {
     withStream(stream) { stream in
-        guard length >= 0, length == 0 || data != nil, var observer = CWaitObserver(waiter)
+        guard length >= 0, length <= Frame.maximumLength, length == 0 || data != nil,
+              var observer = CWaitObserver(waiter)
         else { return BPS_INVALID_ARGUMENT }
         guard let item = Frame.make(copying: data, length: length) else { return BPS_NO_MEMORY }
         let outcome = stream.put(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
@@ -440,7 +442,9 @@ public func abiStreamPutFrames(
         else { return BPS_INVALID_ARGUMENT }
         guard count > 0, let frames else { return BPS_OK }
         let ranges = UnsafeBufferPointer(start: frames, count: count)
-        if ranges.contains(where: { $0.length > 0 && $0.data == nil }) { return BPS_INVALID_ARGUMENT }
+        if ranges.contains(where: { ($0.length > 0 && $0.data == nil) || $0.length > Frame.maximumLength }) {
+            return BPS_INVALID_ARGUMENT
+        }
         var items: [UnsafeMutableRawPointer] = []
         items.reserveCapacity(count)
         let made = [(UnsafeRawPointer?, Int)](unsafeUninitializedCapacity: count) { pairs, n in
@@ -498,6 +502,13 @@ public func abiStreamReserve(
     _ outCount: UnsafeMutablePointer<Int>?
 ) -> bps_status {
     getMany(stream, outItems, maxItems, timeoutNanoseconds, waiter, outCount, reserving: true)
+}
+
+@_cdecl("bps_stream_producers_waiting")
+public func abiStreamProducersWaiting(_ stream: OpaquePointer?) -> Int32 {
+    guard let stream else { return 0 }
+    return Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream))
+        ._withUnsafeGuaranteedRef { $0.hasParkedProducers ? 1 : 0 }
 }
 
 @_cdecl("bps_stream_settle")

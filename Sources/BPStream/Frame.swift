@@ -25,9 +25,15 @@ enum Frame {
         2 * word + (length + word - 1) / word * word
     }
 
-    /// A new standalone frame item holding a copy of `data[0..<length]`; nil if malloc failed.
+    /// The longest frame (2^48 bytes): far beyond any allocation, and small enough that
+    /// no size computed from frame lengths can overflow.
+    static let maximumLength = 1 << 48
+
+    /// A new standalone frame item holding a copy of `data[0..<length]`; nil if malloc failed
+    /// (or `length` is beyond `maximumLength`: callers reject that first).
     static func make(copying data: UnsafeRawPointer?, length: Int) -> UnsafeMutableRawPointer? {
-        guard let block = malloc(2 * word + Swift.max(length, 1)) else { return nil }
+        guard length <= maximumLength, let block = malloc(2 * word + Swift.max(length, 1))
+        else { return nil }
         block.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
         return fill(block + word, copying: data, length: length)
     }
@@ -45,7 +51,12 @@ enum Frame {
             return true
         }
         var size = word  // the refcount
-        for (_, length) in ranges { size += footprint(length) }
+        for (_, length) in ranges {
+            guard length <= maximumLength else { return false }
+            let (sum, overflow) = size.addingReportingOverflow(footprint(length))
+            guard !overflow else { return false }
+            size = sum
+        }
         guard let slab = malloc(size) else { return false }
         slab.assumingMemoryBound(to: Atomic<Int>.self).initialize(to: Atomic(ranges.count))
         var cursor = slab + word

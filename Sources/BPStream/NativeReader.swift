@@ -47,6 +47,7 @@ final class NativeReader: @unchecked Sendable {
         guard pipe(&fds) == 0 else {
             let code = errno
             close(fd)
+            reader.joined = true  // no thread: deinit must not stop (close) the stream
             return .failure(OSError(code: code))
         }
         for end in fds {
@@ -112,12 +113,14 @@ final class NativeReader: @unchecked Sendable {
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
                 let code = errno
-                // Items read before the error go first, then the error.
+                // Everything read before the error goes first (an unfinished last line
+                // too), then the error.
+                if !partialLine.isEmpty, !append(partialLine, to: &batch) { return }
                 guard deliver(&batch) else { return }
                 return fail(code)
             }
             if count == 0 {  // end of input
-                if !partialLine.isEmpty { append(partialLine, to: &batch) }
+                if !partialLine.isEmpty, !append(partialLine, to: &batch) { return }
                 guard deliver(&batch) else { return }
                 stream.close()
                 return
@@ -140,7 +143,7 @@ final class NativeReader: @unchecked Sendable {
                     lines.append((UnsafeRawPointer(buffer + start), end - start))
                 } else {
                     partialLine.append(contentsOf: UnsafeRawBufferPointer(start: buffer + start, count: end - start))
-                    append(partialLine, to: &batch)
+                    guard append(partialLine, to: &batch) else { return }
                     partialLine.removeAll(keepingCapacity: true)
                 }
                 start = end
@@ -166,10 +169,16 @@ final class NativeReader: @unchecked Sendable {
         return true
     }
 
-    private func append(_ bytes: [UInt8], to batch: inout [UnsafeMutableRawPointer]) {
-        bytes.withUnsafeBytes { raw in
-            if let frame = Frame.make(copying: raw.baseAddress, length: raw.count) { batch.append(frame) }
+    /// Appends one frame holding `bytes`; false (after closing the stream with ENOMEM)
+    /// if it could not be allocated: the thread must end, nothing is dropped silently.
+    private func append(_ bytes: [UInt8], to batch: inout [UnsafeMutableRawPointer]) -> Bool {
+        let frame = bytes.withUnsafeBytes { Frame.make(copying: $0.baseAddress, length: $0.count) }
+        guard let frame else {
+            fail(ENOMEM)
+            return false
         }
+        batch.append(frame)
+        return true
     }
 
     /// Puts the batch (waiting as the policy says) and empties it; frames the stream did not

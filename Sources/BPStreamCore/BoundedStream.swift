@@ -36,6 +36,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// 1 while some thread spins in `park`: one spinner at a time, so threads outnumbering
     /// the cores never burn the time the thread they wait for needs.
     @usableFromInline let spinning = Atomic<Int>(0)
+    /// Puts parked waiting for room, mirrored outside the lock (updated under it): a
+    /// consumer holding delivered-but-unsettled reserved items reads it without the lock
+    /// to know when it must settle them so a parked producer can proceed.
+    @usableFromInline let parkedProducers = Atomic<Int>(0)
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -118,6 +122,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         let start = MonotonicClock.now()
         state.producerWillWait()
+        parkedProducers.add(1, ordering: .relaxed)
+        defer { parkedProducers.subtract(1, ordering: .relaxed) }
         var action: StreamStateMachine<Element>.PutAction = .mustWait
         let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
                           observer: &observer) {
@@ -206,6 +212,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 let remaining = timeoutNanoseconds < 0
                     ? -1 : Swift.max(timeoutNanoseconds - (now - start), 1)
                 state.producerWillWait()
+                parkedProducers.add(1, ordering: .relaxed)
+                defer { parkedProducers.subtract(1, ordering: .relaxed) }
                 let element = items[index]
                 let parked = park(on: notFull, start: now, timeoutNanoseconds: remaining,
                                   observer: &observer) {
@@ -523,6 +531,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     }
 
     // MARK: - Inspection and configuration
+
+    /// Whether some put is parked waiting for room: a hint read without the lock.
+    @inlinable
+    public var hasParkedProducers: Bool { parkedProducers.load(ordering: .relaxed) > 0 }
 
     /// Items in the stream now (buffered, plus reserved and not yet settled).
     public var count: Int {

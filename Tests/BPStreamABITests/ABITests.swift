@@ -896,6 +896,31 @@ final class ABITests: XCTestCase {
         bps_frame_free(item(3))  // not a frame: nothing happens
     }
 
+    func testAbsurdFrameLengthsAreRefusedNotTrapped() throws {
+        var bytes: [UInt8] = [1, 2, 3]
+        var untouched: UnsafeMutableRawPointer? = item(5)
+        assertStatus(bps_frame_new(&bytes, Int.max - 4, &untouched), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(number(untouched), 5)
+        var config = bps_config(size: MemoryLayout<bps_config>.size, capacity: 4,
+                                policy: BPS_POLICY_BLOCK, release: nil, release_context: nil)
+        var stream: OpaquePointer?
+        assertStatus(bps_stream_create(&config, &stream), BPS_OK)
+        defer { bps_stream_release(stream) }
+        assertStatus(bps_stream_put_frame(stream, &bytes, Int.max, 0, nil), BPS_INVALID_ARGUMENT)
+        try bytes.withUnsafeBytes { raw in
+            var ranges = [bps_bytes(data: raw.baseAddress, length: 3),
+                          bps_bytes(data: raw.baseAddress, length: Int.max / 2)]
+            var taken = 7
+            assertStatus(bps_stream_put_frames(stream, &ranges, 2, 0, nil, &taken),
+                         BPS_INVALID_ARGUMENT)
+            XCTAssertEqual(taken, 0)
+            var depth: UInt64 = 9
+            assertStatus(bps_stream_depth(stream, &depth), BPS_OK)
+            XCTAssertEqual(depth, 0, "a refused batch puts nothing")
+            _ = try XCTUnwrap(raw.baseAddress)
+        }
+    }
+
     func testPutFramesPutsCopiesAndReportsWhatWasTaken() throws {
         let stream = makeStream(config(capacity: 2, policy: BPS_POLICY_REJECT))
         let texts = ["one", "", "three"]

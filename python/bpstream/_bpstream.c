@@ -319,6 +319,18 @@ item_discard(void *item)
 /* The stream's release callback: drops the stream's reference to one item. May run
  * on a thread without the GIL; never runs with the stream's lock held. Frames are
  * freed without the GIL. */
+/* 1 if this thread holds the GIL. Not PyGILState_Check(): that one always says 1 once
+ * any subinterpreter exists, which would let a native thread Py_DECREF unprotected. */
+static inline int
+holds_gil(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked() != NULL;
+#else
+    return _PyThreadState_UncheckedGet() != NULL;
+#endif
+}
+
 static void
 release_item(void *item, void *context)
 {
@@ -327,7 +339,7 @@ release_item(void *item, void *context)
         bps_frame_free(item);
         return;
     }
-    if (PyGILState_Check()) {
+    if (holds_gil()) {
         Py_DECREF((PyObject *)item);
     }
     else {
@@ -551,8 +563,9 @@ truth(PyObject *obj, int default_value)
  *    core get), with every put through this object (bps_stream_settle_and_put: a loop
  *    that puts back into its own stream never waits on room it emptied), when the last
  *    iterator dies (the undelivered rest goes back to the FRONT of the stream: nothing
- *    is lost by a `break`), before an immediate close, and at deallocation. Until then a
- *    native producer may see up to one batch less room than len() suggests.
+ *    is lost by a `break`), before an immediate close, at deallocation, and as soon as a
+ *    put is waiting for room (ahead_pop reads a lock-free hint per item), so a blocked
+ *    producer, Python or native, is never kept waiting on room already delivered.
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
  *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
  *    consumers want fresh items. Streams too small for that are read item by item.
@@ -578,11 +591,33 @@ ahead_unsettled(StreamObject *self)
     return self->ahead_next - self->ahead_settled;
 }
 
-// Returns the next read-ahead item (ours now), or NULL if none is left.
+static void ahead_settle_delivered(StreamObject *self);
+
+// Returns the next read-ahead item (ours now), or NULL if none is left. When a put is
+// waiting for room (a lock-free hint), the delivered items are settled at once, so the
+// room they held is the putter's: iterating never starves a blocked producer.
 static inline void *
 ahead_pop(StreamObject *self)
 {
-    return self->ahead_next < self->ahead_count ? self->ahead[self->ahead_next++] : NULL;
+    if (self->ahead_next >= self->ahead_count) {
+        return NULL;
+    }
+    void *item = self->ahead[self->ahead_next++];
+    if (bps_stream_producers_waiting(self->stream)) {
+        ahead_settle_delivered(self);
+    }
+    return item;
+}
+
+/* Settles just the delivered read-ahead items (the undelivered stay reserved). */
+static void
+ahead_settle_delivered(StreamObject *self)
+{
+    Py_ssize_t delivered = ahead_unsettled(self);
+    if (delivered > 0) {
+        self->ahead_settled = self->ahead_next;
+        (void)bps_stream_settle(self->stream, (size_t)delivered, NULL, 0);
+    }
 }
 
 /* Settles the read-ahead with the core: the delivered items count as consumed; the
@@ -1004,11 +1039,7 @@ stream_put_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         }
         gil_waiter w;
         size_t taken = 0;
-        if (ahead_unsettled(self) > 0) {   /* free the room our delivered items hold */
-            Py_ssize_t delivered = ahead_unsettled(self);
-            self->ahead_settled = self->ahead_next;
-            (void)bps_stream_settle(self->stream, (size_t)delivered, NULL, 0);
-        }
+        ahead_settle_delivered(self);   /* free the room our delivered items hold */
         bps_status status = bps_stream_put_many(
             self->stream, items, count, wait_ns,
             wait_ns == 0 ? NULL : gil_waiter_init(&w, self, 0), &taken);
@@ -1330,9 +1361,8 @@ iterator_next(IteratorObject *it)
         self->ahead_refilling = 0;
         if (status == BPS_OK) {
             self->ahead_count = (Py_ssize_t)count;
-            self->ahead_next = 1;
-            self->ahead_settled = 0;
-            item = self->ahead[0];
+            self->ahead_next = self->ahead_settled = 0;
+            item = ahead_pop(self);   /* count >= 1 */
         }
     }
     if (status == BPS_OK) {
@@ -1536,6 +1566,9 @@ stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
     int lines = PyObject_IsTrue(args[1]);
     Py_ssize_t size = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
     if (lines < 0 || (size == -1 && PyErr_Occurred())) {
+        if (fd >= 0 && fd <= INT32_MAX) {
+            close((int)fd);   /* ours to close, whatever happens */
+        }
         return NULL;
     }
     if (fd < 0 || fd > INT32_MAX) {

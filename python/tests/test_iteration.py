@@ -105,3 +105,39 @@ def test_block_policy_loop_left_early_delivers_everything_once(make_stream):
     gc.collect()
     delivered += drain(s)
     assert delivered == list(range(cap)) + refill
+
+
+def test_a_loop_holding_an_item_never_starves_a_blocked_producer(make_stream):
+    """A put waiting for room gets the room of the items a loop already received, even
+    while the loop holds on to its current item (as a get() loop would)."""
+    import threading
+
+    s = make_stream(8)
+    finished = threading.Event()
+
+    def produce():
+        for i in range(9):  # the ninth put must wait for room
+            s.put(i)
+        finished.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    assert wait_until_true(lambda: s.stats().producer_waits == 1), "the ninth put never waited"
+    for x in s:
+        assert x == 0
+        assert finished.wait(5), "the producer stayed blocked while the loop held item 0"
+        break
+    producer.join(5)
+    assert drain(s) == list(range(1, 9))
+    check_identity(s.stats())
+
+
+def wait_until_true(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()

@@ -533,3 +533,60 @@ def test_a_reader_that_finished_leaves_nothing_behind(write_file):
     assert list(s) == numbered(1000)
     del s
     res.assert_back()
+
+
+def test_a_connection_reset_after_an_unfinished_line_delivers_that_line_first():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("SO_LINGER 0 then close gives ECONNRESET on Linux")
+    client, server = _tcp_pair()
+    try:
+        s = bpstream.read_lines(client, capacity=16)
+        server.sendall(b"whole\npartial")
+        assert s.get(timeout=WAKE_WITHIN) == b"whole\n"
+        time.sleep(0.2)  # let the reader take in the unfinished line
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()
+        assert s.get(timeout=WAKE_WITHIN) == b"partial"  # read before the error: delivered
+        with pytest.raises(ConnectionResetError):
+            s.get(timeout=WAKE_WITHIN)
+        check_identity(s.stats())
+    finally:
+        server.close()
+        client.close()
+
+
+FAILED_START = r"""
+import os, resource, sys
+import bpstream
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+r, w = os.pipe()
+s = bpstream.BoundedStream(4)
+s.put("kept")
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())          # room for exactly one more fd: the reader's dup, not its pipe
+fd = os.dup(r)
+try:
+    s._start_reader(fd, True, 100)
+    print("started")
+except OSError as e:
+    print("raised", e.errno)
+for h in held:
+    os.close(h)
+print("closed", s.closed, "items", s.get_nowait())
+"""
+
+
+def test_a_reader_that_cannot_start_leaves_the_stream_as_it_was():
+    """When the reader's own wake-up pipe cannot be made (no fds left), start fails with
+    OSError and the caller's stream is untouched: still open, items still there."""
+    done = subprocess.run([sys.executable, "-c", FAILED_START], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"raised {errno.EMFILE}" in done.stdout
+    assert "closed False items kept" in done.stdout

@@ -259,6 +259,11 @@ bps_status bps_stream_reserve(bps_stream *stream, void **out_items, size_t max_i
 bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *returned,
                              size_t returned_count);
 
+/* 1 if some put is waiting for room right now, else 0 (also for NULL). A hint read
+ * without the lock (a few nanoseconds): a consumer holding delivered reserved items
+ * settles them when it is set, so the waiting putter gets the room. */
+int bps_stream_producers_waiting(bps_stream *stream);
+
 /* bps_stream_settle(stream, delivered, NULL, 0) then bps_stream_put(...), in one lock
  * acquisition: a consumer that puts too frees the room its delivered items held first
  * (so its own put cannot wait on room it already emptied). Ownership as bps_stream_put. */
@@ -293,7 +298,7 @@ bps_status bps_stream_join(bps_stream *stream, int64_t timeout_ns, const bps_wai
 /* Fills *out (out->size must be set) with one consistent snapshot. Items: unchanged. */
 bps_status bps_stream_stats(bps_stream *stream, bps_stats *out);
 
-/* Current depth (items buffered). Items: unchanged. */
+/* Current depth (items buffered, plus reserved and not yet settled). Items: unchanged. */
 bps_status bps_stream_depth(bps_stream *stream, uint64_t *out_depth);
 
 /* Current capacity, or BPS_CAPACITY_UNBOUNDED. Items: unchanged. */

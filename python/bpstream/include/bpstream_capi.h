@@ -21,7 +21,11 @@
  *    The Python consumer receives each frame as one `bytes` object, in order. A stream may
  *    carry frames and Python objects put from Python at once.
  *  - Threads: every function but stream_handle may be called from any thread, concurrently,
- *    with or without the GIL; none of them ever needs it. Blocking calls wait (up to their
+ *    with or without the GIL. None needs the GIL for frames; but when a call makes the stream
+ *    let go of a Python object put from Python (put_frame(s) evicting one under drop_oldest
+ *    or drop_all, close with BPS_CLOSE_IMMEDIATE, the last release), it takes the GIL for
+ *    that release. So do not make those calls while holding a lock that a thread holding
+ *    the GIL may wait for; a stream that only carries frames never takes it. Blocking calls wait (up to their
  *    timeout: < 0 no limit, 0 never) as the stream's policy says, so a slow consumer holds
  *    the producer back; or they shed/evict/reject by the policy.
  *  - Statuses (bpstream.h): BPS_OK stored; BPS_SHED counted and shed (drop_newest);
