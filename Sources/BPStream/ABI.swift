@@ -149,19 +149,6 @@ public func abiStreamPut(
     }
 }
 
-@_cdecl("bps_stream_settle_and_put")
-public func abiStreamSettleAndPut(
-    _ stream: OpaquePointer?, _ delivered: Int, _ item: UnsafeMutableRawPointer?,
-    _ timeoutNanoseconds: Int64, _ waiter: UnsafePointer<bps_waiter>?
-) -> bps_status {
-    withStream(stream) { stream in
-        guard let item, delivered >= 0, var observer = CWaitObserver(waiter)
-        else { return BPS_INVALID_ARGUMENT }
-        return status(stream.put(item, settling: delivered, timeoutNanoseconds: timeoutNanoseconds,
-                                 observer: &observer))
-    }
-}
-
 @_cdecl("bps_stream_put_many")
 public func abiStreamPutMany(
     _ stream: OpaquePointer?, _ items: UnsafePointer<UnsafeMutableRawPointer?>?, _ count: Int,
@@ -504,11 +491,13 @@ public func abiStreamReserve(
     getMany(stream, outItems, maxItems, timeoutNanoseconds, waiter, outCount, reserving: true)
 }
 
-@_cdecl("bps_stream_producers_waiting")
-public func abiStreamProducersWaiting(_ stream: OpaquePointer?) -> Int32 {
-    guard let stream else { return 0 }
-    return Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream))
-        ._withUnsafeGuaranteedRef { $0.hasParkedProducers ? 1 : 0 }
+@_cdecl("bps_stream_mark_delivered")
+public func abiStreamMarkDelivered(_ stream: OpaquePointer?, _ count: Int) -> bps_status {
+    guard let stream, count >= 0 else { return BPS_INVALID_ARGUMENT }
+    Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream))._withUnsafeGuaranteedRef {
+        $0.markDelivered(count)
+    }
+    return BPS_OK
 }
 
 @_cdecl("bps_stream_settle")

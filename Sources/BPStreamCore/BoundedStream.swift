@@ -36,10 +36,12 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// 1 while some thread spins in `park`: one spinner at a time, so threads outnumbering
     /// the cores never burn the time the thread they wait for needs.
     @usableFromInline let spinning = Atomic<Int>(0)
-    /// Puts parked waiting for room, mirrored outside the lock (updated under it): a
-    /// consumer holding delivered-but-unsettled reserved items reads it without the lock
-    /// to know when it must settle them so a parked producer can proceed.
-    @usableFromInline let parkedProducers = Atomic<Int>(0)
+    /// Reserved items a consumer has delivered and not yet settled, published WITHOUT the
+    /// lock (`markDelivered`, a few nanoseconds per item). Whoever holds the lock and needs
+    /// exact room or counts (a put on a full stream, a snapshot) absorbs them into the
+    /// state (`absorbDeliveries`): a consumer never has to lock per item, and its delivered
+    /// items never hold room a producer is waiting for.
+    @usableFromInline let deliveredMarks = Atomic<Int>(0)
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -83,19 +85,12 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///   waits at most that long. Only `block` ever waits.
     /// - Important: `.stored` moves the item into the stream; every other outcome leaves
     ///   it with the caller. Evicted or cleared items go to `onDrop` before this returns.
-    ///
-    /// - Parameter settling: first settle this many reserved items as delivered (see
-    ///   `settle`), in the same lock acquisition: a consumer that also puts frees the room
-    ///   its delivered items held before its put needs it.
     @inlinable
     public func put<Observer: WaitObserver>(
-        _ item: Element, settling: Int = 0, timeoutNanoseconds: Int64, observer: inout Observer
+        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
-        if settling > 0, state.settleDelivered(settling) > 0, state.producerCanProceed {
-            notFull.broadcast()  // other putters may use what is left of the freed room
-        }
-        if state.storeIfRoom(item) {  // the hot path
+        if state.storeIfRoom(item) || (absorbDeliveries() && state.storeIfRoom(item)) {  // hot path
             let wakeConsumer = state.waitingConsumers > 0
             changes.add(1, ordering: .relaxed)
             lock.unlock()
@@ -122,11 +117,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         let start = MonotonicClock.now()
         state.producerWillWait()
-        parkedProducers.add(1, ordering: .relaxed)
-        defer { parkedProducers.subtract(1, ordering: .relaxed) }
         var action: StreamStateMachine<Element>.PutAction = .mustWait
         let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
                           observer: &observer) {
+            _ = absorbDeliveries()
             action = state.put(item)
             if case .mustWait = action { return false }
             return true
@@ -212,11 +206,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 let remaining = timeoutNanoseconds < 0
                     ? -1 : Swift.max(timeoutNanoseconds - (now - start), 1)
                 state.producerWillWait()
-                parkedProducers.add(1, ordering: .relaxed)
-                defer { parkedProducers.subtract(1, ordering: .relaxed) }
                 let element = items[index]
                 let parked = park(on: notFull, start: now, timeoutNanoseconds: remaining,
                                   observer: &observer) {
+                    _ = absorbDeliveries()
                     action = state.put(element)
                     if case .mustWait = action { return false }
                     return true
@@ -416,6 +409,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Until settled, reserved items count in the depth and hold their room.
     public func settle(delivered: Int, returning returned: [Element] = []) {
         lock.lock()
+        _ = absorbDeliveries()
         let action = state.settle(delivered: delivered, returned: returned)
         changes.add(1, ordering: .relaxed)
         lock.unlock()
@@ -477,6 +471,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// How long `park` spins (lock released) watching `changes` before it sleeps.
     @usableFromInline static var spinNanoseconds: Int64 { 20_000 }
 
+    /// How often a parked thread looks again while reserved items are out (see `park`).
+    @usableFromInline static var reservedRecheck: Int64 { 1_000_000 }
+
     /// Waits on `condition` until `attempt()` succeeds, the timeout passes, or the observer
     /// cancels.
     ///
@@ -501,7 +498,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         if spinning.compareExchange(expected: 0, desired: 1, ordering: .relaxed).exchanged {
             let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
             var spins = 0
-            while changes.load(ordering: .relaxed) == seen {
+            while changes.load(ordering: .relaxed) == seen,
+                  deliveredMarks.load(ordering: .relaxed) == 0 {
                 spins &+= 1
                 if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
             }
@@ -521,7 +519,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 nextPoll = now.addingSaturated(interval)
                 continue  // the state may have changed while unlocked
             }
-            let wakeAt = Swift.min(deadline, nextPoll)
+            // Deliveries of reserved items are published without a signal: while any are
+            // out, look again every millisecond (a producer finds its room that way even
+            // if the consumer stops in the middle of a batch).
+            let recheck = state.reserved > 0 ? now.addingSaturated(Self.reservedRecheck) : Int64.max
+            let wakeAt = Swift.min(deadline, nextPoll, recheck)
             if wakeAt == Int64.max {
                 condition.wait(lock)
             } else {
@@ -532,14 +534,28 @@ public final class BoundedStream<Element>: @unchecked Sendable {
 
     // MARK: - Inspection and configuration
 
-    /// Whether some put is parked waiting for room: a hint read without the lock.
+    /// Publishes that `count` reserved items were delivered, without the lock (see
+    /// `deliveredMarks`): they stop holding room and count as consumed at once for anyone
+    /// who looks. `settle` later needs only the ones it hands back.
     @inlinable
-    public var hasParkedProducers: Bool { parkedProducers.load(ordering: .relaxed) > 0 }
+    public func markDelivered(_ count: Int = 1) {
+        deliveredMarks.add(count, ordering: .releasing)
+    }
 
-    /// Items in the stream now (buffered, plus reserved and not yet settled).
+    /// Turns published deliveries into state: the lock must be held. Returns whether any
+    /// were absorbed (so room may have appeared).
+    @inlinable
+    func absorbDeliveries() -> Bool {
+        guard deliveredMarks.load(ordering: .relaxed) > 0 else { return false }
+        let marks = deliveredMarks.exchange(0, ordering: .acquiring)
+        return state.settleDelivered(marks) > 0
+    }
+
+    /// Items in the stream now (buffered, plus reserved and not yet delivered).
     public var count: Int {
         lock.lock()
         defer { lock.unlock() }
+        _ = absorbDeliveries()
         return state.depth
     }
 
@@ -583,6 +599,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let now = MonotonicClock.now()
         lock.lock()
         defer { lock.unlock() }
+        _ = absorbDeliveries()
         return state.snapshot(now: now)
     }
 

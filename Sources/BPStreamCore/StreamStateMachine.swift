@@ -225,7 +225,10 @@ struct StreamStateMachine<Element> {
         for _ in 0..<count { sink(buffer.removeFirst()) }
         if reserving {
             reserved &+= count
-            return .took(count: count, wakeProducers: false)
+            // No room is freed yet, but parked producers must learn that reservations are
+            // out: deliveries are published without a signal, so they start looking again
+            // every so often (BoundedStream.park).
+            return .took(count: count, wakeProducers: waitingProducers > 0)
         }
         counters.consumed &+= UInt64(count)
         rate.tick(produced: counters.produced, consumed: counters.consumed)
@@ -287,7 +290,7 @@ struct StreamStateMachine<Element> {
     /// The caller vouches for the numbers; they are clamped to what is reserved.
     /// Counts `delivered` reserved items as consumed (clamped to what is reserved). The
     /// room they free is for the caller to use or to announce (`producerCanProceed`).
-    @inlinable
+    @inlinable @discardableResult
     mutating func settleDelivered(_ delivered: Int) -> Int {
         let delivered = Swift.min(Swift.max(delivered, 0), reserved)
         reserved -= delivered

@@ -287,7 +287,7 @@ final class ABITests: XCTestCase {
             ("put_frames", bps_stream_put_frames(nil, nil, 0, 0, nil, nil)),
             ("reserve", bps_stream_reserve(nil, &items, 1, 0, nil, &count)),
             ("settle", bps_stream_settle(nil, 1, nil, 0)),
-            ("settle_and_put", bps_stream_settle_and_put(nil, 0, item(1), 0, nil)),
+            ("mark_delivered", bps_stream_mark_delivered(nil, 1)),
         ]
         for (what, status) in checks { assertStatus(status, BPS_INVALID_ARGUMENT, what) }
         XCTAssertEqual(number(raw), 1, "get's out-parameter untouched")
@@ -475,10 +475,11 @@ final class ABITests: XCTestCase {
         XCTAssertEqual(s.produced, s.consumed + s.dropped + s.depth)
         assertStatus(bps_stream_put(stream, item(4), 0, nil), BPS_OK)
 
-        // settle_and_put: the room the delivered items held is this put's.
+        // mark_delivered (no lock): the room the delivered items held is the next put's.
         assertStatus(bps_stream_reserve(stream, &out, 3, 0, nil, &count), BPS_OK)
         XCTAssertEqual(out.prefix(count).map(number), [2, 3, 4])
-        assertStatus(bps_stream_settle_and_put(stream, 3, item(5), 0, nil), BPS_OK)
+        assertStatus(bps_stream_mark_delivered(stream, 3), BPS_OK)
+        assertStatus(bps_stream_put(stream, item(5), 0, nil), BPS_OK)
         s = stats(stream)
         XCTAssertEqual(s.consumed, 4)
         XCTAssertEqual(s.depth, 1)
@@ -488,7 +489,7 @@ final class ABITests: XCTestCase {
         var withNull: [UnsafeMutableRawPointer?] = [item(7), nil]
         assertStatus(bps_stream_settle(stream, 0, &withNull, 2), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_settle(stream, 0, nil, 1), BPS_INVALID_ARGUMENT)
-        assertStatus(bps_stream_settle_and_put(stream, 0, nil, 0, nil), BPS_INVALID_ARGUMENT)
+        assertStatus(bps_stream_put(stream, nil, 0, nil), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_reserve(stream, &out, 0, 0, nil, &count), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_reserve(stream, nil, 1, 0, nil, &count), BPS_INVALID_ARGUMENT)
         assertStatus(bps_stream_reserve(stream, &out, 1, 0, nil, nil), BPS_INVALID_ARGUMENT)

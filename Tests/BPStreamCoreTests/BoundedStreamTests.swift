@@ -585,14 +585,17 @@ final class BoundedStreamTests: XCTestCase {
         XCTAssertTrue(trigger.join())
     }
 
-    func testPutSettlingFreesRoomFirstInOneCall() throws {
+    func testMarkedDeliveriesFreeTheirRoomWithoutALock() throws {
         let stream = try BoundedStream<Int>(capacity: 2)
         try stream.put(1)
         try stream.put(2)
         _ = reserve(stream, 2)
         var observer = NoWaitObserver()
-        XCTAssertEqual(stream.put(3, settling: 2, timeoutNanoseconds: 0, observer: &observer), .stored,
-                       "the delivered items' room is free for this very put")
+        XCTAssertEqual(stream.put(3, timeoutNanoseconds: 0, observer: &observer), .full,
+                       "reserved items hold their room")
+        stream.markDelivered(2)
+        XCTAssertEqual(stream.put(3, timeoutNanoseconds: 0, observer: &observer), .stored,
+                       "the delivered items' room is free for the next put")
         let stats = stream.stats()
         XCTAssertEqual(stats.consumed, 2)
         XCTAssertEqual(stats.depth, 1)

@@ -548,11 +548,13 @@ final class StreamStateMachineTests: XCTestCase {
         machine.producerWillWait()
         var got: [Int] = []
         XCTAssertEqual(describe(machine.take(upTo: 2, reserving: true) { got.append($0) }),
-                       "took(2, wakeProducers: false)", "reserving frees no room")
+                       "took(2, wakeProducers: true)",
+                       "reserving frees no room, but a parked producer must learn reservations are out")
         XCTAssertEqual(got, [1, 2])
         XCTAssertEqual(Array(machine.buffer), [3])
         XCTAssertEqual(machine.reserved, 2)
         XCTAssertEqual(machine.depth, 3)
+        XCTAssertFalse(machine.storeIfRoom(4), "reserved items hold their room")
         XCTAssertEqual(machine.counters.consumed, 0, "not consumed until settled")
         XCTAssertEqual(machine.snapshot(now: 1).depth, 3)
         XCTAssertEqual(describe(machine.put(4)), "mustWait", "reserved items count against the capacity")

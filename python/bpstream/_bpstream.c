@@ -112,10 +112,8 @@ typedef struct {
     bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
     long long unbounded_maxsize;   /* Queue: the maxsize <= 0 given, read back as given */
     /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
-     * ahead[ahead_next..ahead_count) are ours and not yet delivered;
-     * ahead[ahead_settled..ahead_next) were delivered and are not yet settled. */
+     * ahead[ahead_next..ahead_count) are ours and not yet delivered. */
     void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
-    Py_ssize_t ahead_settled;
     Py_ssize_t ahead_next;
     Py_ssize_t ahead_count;
     Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
@@ -557,15 +555,14 @@ truth(PyObject *obj, int default_value)
  *  - Read-ahead items are RESERVED in the core (bps_stream_reserve): they stay in its
  *    depth and hold their room until settled, so the stream never holds more than its
  *    capacity, read-ahead included.
- *  - ahead[ahead_settled..ahead_next) were delivered to Python and not yet settled:
- *    len(), stats() and repr() present them as consumed (ahead_unsettled()).
- *  - Settling happens in one core call: when the read-ahead runs dry (before the next
- *    core get), with every put through this object (bps_stream_settle_and_put: a loop
- *    that puts back into its own stream never waits on room it emptied), when the last
- *    iterator dies (the undelivered rest goes back to the FRONT of the stream: nothing
- *    is lost by a `break`), before an immediate close, at deallocation, and as soon as a
- *    put is waiting for room (ahead_pop reads a lock-free hint per item), so a blocked
- *    producer, Python or native, is never kept waiting on room already delivered.
+ *  - Each item delivered to Python is marked delivered in the core at once, without its
+ *    lock (bps_stream_mark_delivered: an atomic add): from then on it counts as consumed
+ *    and its room is free for any put, Python or native, so len() and stats() are exact
+ *    and a loop that holds an item never starves a blocked producer.
+ *  - The rest is settled in one core call when the read-ahead runs dry (before the next
+ *    core get), when the last iterator dies (the undelivered rest goes back to the FRONT
+ *    of the stream: nothing is lost by a `break`), before an immediate close, and at
+ *    deallocation.
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
  *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
  *    consumers want fresh items. Streams too small for that are read item by item.
@@ -584,40 +581,15 @@ stream_ahead_batch(bps_policy policy, int64_t capacity)
     return batch > limit ? limit : (batch < 1 ? 1 : batch);
 }
 
-// Read-ahead items delivered to Python and not yet settled with the core.
-static inline Py_ssize_t
-ahead_unsettled(StreamObject *self)
-{
-    return self->ahead_next - self->ahead_settled;
-}
-
-static void ahead_settle_delivered(StreamObject *self);
-
-// Returns the next read-ahead item (ours now), or NULL if none is left. When a put is
-// waiting for room (a lock-free hint), the delivered items are settled at once, so the
-// room they held is the putter's: iterating never starves a blocked producer.
+// Returns the next read-ahead item (ours now, marked delivered), or NULL if none is left.
 static inline void *
 ahead_pop(StreamObject *self)
 {
     if (self->ahead_next >= self->ahead_count) {
         return NULL;
     }
-    void *item = self->ahead[self->ahead_next++];
-    if (bps_stream_producers_waiting(self->stream)) {
-        ahead_settle_delivered(self);
-    }
-    return item;
-}
-
-/* Settles just the delivered read-ahead items (the undelivered stay reserved). */
-static void
-ahead_settle_delivered(StreamObject *self)
-{
-    Py_ssize_t delivered = ahead_unsettled(self);
-    if (delivered > 0) {
-        self->ahead_settled = self->ahead_next;
-        (void)bps_stream_settle(self->stream, (size_t)delivered, NULL, 0);
-    }
+    (void)bps_stream_mark_delivered(self->stream, 1);
+    return self->ahead[self->ahead_next++];
 }
 
 /* Settles the read-ahead with the core: the delivered items count as consumed; the
@@ -628,11 +600,11 @@ ahead_settle(StreamObject *self)
     if (self->ahead_count == 0) {
         return;
     }
-    Py_ssize_t delivered = ahead_unsettled(self), rest = self->ahead_count - self->ahead_next;
-    Py_ssize_t first = self->ahead_next;
-    self->ahead_settled = self->ahead_next = self->ahead_count = 0;
-    (void)bps_stream_settle(self->stream, (size_t)delivered,
-                            rest > 0 ? &self->ahead[first] : NULL, (size_t)rest);
+    Py_ssize_t first = self->ahead_next, rest = self->ahead_count - self->ahead_next;
+    self->ahead_next = self->ahead_count = 0;
+    /* Delivered items were marked one by one; only the rest is reported (handed back). */
+    (void)bps_stream_settle(self->stream, 0, rest > 0 ? &self->ahead[first] : NULL,
+                            (size_t)rest);
 }
 
 /* Borrows item. Returns the status; on anything but BPS_OK the stream took nothing
@@ -642,12 +614,8 @@ do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
 {
     gil_waiter w;
     Py_INCREF(item);  /* the stream's reference, if it takes the item */
-    /* Settled here, under the GIL, before the core may release it while waiting. */
-    Py_ssize_t delivered = ahead_unsettled(self);
-    self->ahead_settled = self->ahead_next;
-    bps_status status = bps_stream_settle_and_put(
-        self->stream, (size_t)delivered, item, timeout_ns,
-        timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 0));
+    bps_status status = bps_stream_put(self->stream, item, timeout_ns,
+                                       timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 0));
     if (status != BPS_OK) {
         Py_DECREF(item);
     }
@@ -721,7 +689,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->reader = NULL;
     self->unbounded_maxsize = 0;
     self->ahead = NULL;
-    self->ahead_settled = self->ahead_next = self->ahead_count = 0;
+    self->ahead_next = self->ahead_count = 0;
     self->ahead_batch = 1;
     self->ahead_refilling = 0;
     self->live_iterators = 0;
@@ -1039,7 +1007,6 @@ stream_put_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         }
         gil_waiter w;
         size_t taken = 0;
-        ahead_settle_delivered(self);   /* free the room our delivered items hold */
         bps_status status = bps_stream_put_many(
             self->stream, items, count, wait_ns,
             wait_ns == 0 ? NULL : gil_waiter_init(&w, self, 0), &taken);
@@ -1228,8 +1195,6 @@ stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored))
     if (status != BPS_OK) {
         return stream_error(self, status);
     }
-    s.consumed += (uint64_t)ahead_unsettled(self);   /* delivered from the read-ahead */
-    s.depth -= (uint64_t)ahead_unsettled(self);
     PyObject *result = PyStructSequence_New(self->state->stats_type);
     if (result == NULL) {
         return NULL;
@@ -1361,7 +1326,7 @@ iterator_next(IteratorObject *it)
         self->ahead_refilling = 0;
         if (status == BPS_OK) {
             self->ahead_count = (Py_ssize_t)count;
-            self->ahead_next = self->ahead_settled = 0;
+            self->ahead_next = 0;
             item = ahead_pop(self);   /* count >= 1 */
         }
     }
@@ -1428,16 +1393,12 @@ static PyType_Spec iterator_spec = {
     .slots = iterator_slots,
 };
 
-/* The depth Python sees: the core's, less read-ahead items already delivered. */
+/* The depth Python sees: the core's (delivered read-ahead items are marked, so they
+ * are no longer in it). */
 static bps_status
 presented_depth(StreamObject *self, uint64_t *out)
 {
-    uint64_t depth = 0;
-    bps_status status = bps_stream_depth(self->stream, &depth);
-    if (status == BPS_OK) {
-        *out = depth - (uint64_t)ahead_unsettled(self);
-    }
-    return status;
+    return bps_stream_depth(self->stream, out);
 }
 
 static Py_ssize_t

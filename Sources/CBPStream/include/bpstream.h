@@ -259,16 +259,11 @@ bps_status bps_stream_reserve(bps_stream *stream, void **out_items, size_t max_i
 bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *returned,
                              size_t returned_count);
 
-/* 1 if some put is waiting for room right now, else 0 (also for NULL). A hint read
- * without the lock (a few nanoseconds): a consumer holding delivered reserved items
- * settles them when it is set, so the waiting putter gets the room. */
-int bps_stream_producers_waiting(bps_stream *stream);
-
-/* bps_stream_settle(stream, delivered, NULL, 0) then bps_stream_put(...), in one lock
- * acquisition: a consumer that puts too frees the room its delivered items held first
- * (so its own put cannot wait on room it already emptied). Ownership as bps_stream_put. */
-bps_status bps_stream_settle_and_put(bps_stream *stream, size_t delivered, void *item,
-                                     int64_t timeout_ns, const bps_waiter *waiter);
+/* Reports that `count` reserved items were delivered, WITHOUT taking the stream's lock
+ * (an atomic add: call it per item). From then on they count as consumed and their room
+ * is free for any put (puts, stats and depth absorb these marks under the lock); a later
+ * bps_stream_settle needs to report only items not marked. Items: unchanged. */
+bps_status bps_stream_mark_delivered(bps_stream *stream, size_t count);
 
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.
