@@ -90,7 +90,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
-        if state.storeIfRoom(item) || (absorbDeliveries() && state.storeIfRoom(item)) {  // hot path
+        if state.storeIfRoom(item)
+            || (absorbDeliveries(atLeast: state.absorbThreshold) && state.storeIfRoom(item))
+        {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
             changes.add(1, ordering: .relaxed)
             lock.unlock()
@@ -498,8 +500,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         if spinning.compareExchange(expected: 0, desired: 1, ordering: .relaxed).exchanged {
             let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
             var spins = 0
-            while changes.load(ordering: .relaxed) == seen,
-                  deliveredMarks.load(ordering: .relaxed) == 0 {
+            while changes.load(ordering: .relaxed) == seen {
                 spins &+= 1
                 if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
             }
@@ -543,10 +544,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     }
 
     /// Turns published deliveries into state: the lock must be held. Returns whether any
-    /// were absorbed (so room may have appeared).
+    /// were absorbed (so room may have appeared). A put on a full stream absorbs only a
+    /// worthwhile number (`absorbThreshold`): absorbing one mark per put would bounce the
+    /// marks' cache line between the two cores for every item; it parks instead, and
+    /// absorbs whatever there is once parked.
     @inlinable
-    func absorbDeliveries() -> Bool {
-        guard deliveredMarks.load(ordering: .relaxed) > 0 else { return false }
+    func absorbDeliveries(atLeast minimum: Int = 1) -> Bool {
+        guard deliveredMarks.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }
         let marks = deliveredMarks.exchange(0, ordering: .acquiring)
         return state.settleDelivered(marks) > 0
     }

@@ -35,6 +35,11 @@ struct StreamStateMachine<Element> {
     /// but still part of the depth, so they hold their room until delivered.
     @usableFromInline var reserved = 0
 
+    /// How many published deliveries a put on a full stream absorbs at once (see
+    /// `BoundedStream.absorbDeliveries`): an eighth of the capacity, at most 32.
+    @inlinable
+    var absorbThreshold: Int { capacity == Int.max ? 1 : Swift.max(1, Swift.min(32, capacity / 8)) }
+
     /// Items in the stream: buffered, plus reserved by a consumer and not yet delivered.
     @inlinable
     var depth: Int { buffer.count &+ reserved }
