@@ -2,6 +2,7 @@
 //
 // bpstream: a bounded, backpressured stream.
 //   BPStreamCore  pure Swift core (state machine, condition lock, metrics); Swift API
+//   CBPStreamCPU  one C inline the core's spin-wait needs (the CPU's pause hint)
 //   CBPStream     the one public C header, bpstream.h (the ABI contract)
 //   BPStream      @_cdecl thunks: C in, core calls, status codes out -> libbpstream.so
 import PackageDescription
@@ -27,9 +28,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
+        // CPU hints Swift cannot spell (the spin-wait `pause`); internal to the core.
+        .target(name: "CBPStreamCPU"),
         .target(
             name: "BPStreamCore",
-            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            dependencies: [
+                "CBPStreamCPU",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: coreSwiftSettings
         ),
         .target(name: "CBPStream"),

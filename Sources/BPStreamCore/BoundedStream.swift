@@ -1,3 +1,4 @@
+import CBPStreamCPU
 import DequeModule
 import Synchronization
 
@@ -492,6 +493,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             ? Int64.max : start + timeoutNanoseconds
         let interval = observer.pollIntervalNanoseconds
         let seen = changes.load(ordering: .relaxed)
+        let worthwhileDeliveries = state.absorbThreshold
         lock.unlock()
         observer.willWait()
         // Spin briefly before sleeping: a peer on another core (a native producer, or a
@@ -501,8 +503,14 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
             var spins = 0
             while changes.load(ordering: .relaxed) == seen {
+                bps_cpu_relax()
                 spins &+= 1
-                if spins & 63 == 0, MonotonicClock.now() >= spinUntil { break }
+                if spins & 15 == 0 {
+                    if MonotonicClock.now() >= spinUntil { break }
+                    // Published deliveries free room without a state change; looked at
+                    // only now and then, so the consumer's cache line stays its own.
+                    if deliveredMarks.load(ordering: .relaxed) >= worthwhileDeliveries { break }
+                }
             }
             spinning.store(0, ordering: .relaxed)
         }

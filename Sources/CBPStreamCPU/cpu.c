@@ -1,0 +1,2 @@
+// CBPStreamCPU is header-only (include/bpstream_cpu.h); SwiftPM needs a source file.
+#include "bpstream_cpu.h"
