@@ -92,7 +92,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ) -> PutOutcome {
         lock.lock()
         if state.storeIfRoom(item)
-            || (absorbDeliveries(atLeast: state.absorbThreshold) && state.storeIfRoom(item))
+            || (absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds)) && state.storeIfRoom(item))
         {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
             changes.add(1, ordering: .relaxed)
@@ -194,6 +194,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         var index = items.startIndex
         lock.lock()
         loop: while index != items.endIndex {
+            if state.depth >= state.capacity {
+                _ = absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds))
+            }
             var action = state.put(items[index])
             if case .mustWait = action {
                 if timeoutNanoseconds == 0 {
@@ -531,7 +534,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             // Deliveries of reserved items are published without a signal: while any are
             // out, look again every millisecond (a producer finds its room that way even
             // if the consumer stops in the middle of a batch).
-            let recheck = state.reserved > 0 ? now.addingSaturated(Self.reservedRecheck) : Int64.max
+            let recheck = condition === notFull && state.reserved > 0
+                ? now.addingSaturated(Self.reservedRecheck) : Int64.max
             let wakeAt = Swift.min(deadline, nextPoll, recheck)
             if wakeAt == Int64.max {
                 condition.wait(lock)
@@ -549,6 +553,15 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @inlinable
     public func markDelivered(_ count: Int = 1) {
         deliveredMarks.add(count, ordering: .releasing)
+    }
+
+    /// How many published deliveries a put on a full stream absorbs before deciding:
+    /// all of them (at least 1) when the decision is final (a drop policy, or a put that
+    /// will not wait); a worthwhile batch for a put that can park instead (see
+    /// `absorbDeliveries`), whose parking absorbs every one.
+    @inlinable
+    func absorbMinimum(_ timeoutNanoseconds: Int64) -> Int {
+        policy == .block && timeoutNanoseconds != 0 ? state.absorbThreshold : 1
     }
 
     /// Turns published deliveries into state: the lock must be held. Returns whether any

@@ -225,7 +225,10 @@ struct StreamStateMachine<Element> {
     mutating func take(upTo maxCount: Int, reserving: Bool = false, _ sink: (Element) -> Void)
         -> TakeAction
     {
-        let count = Swift.min(maxCount, buffer.count)
+        // A reservation never passes over consumers parked for an item: with any waiting,
+        // it takes one item, like a get, and leaves the rest to them.
+        let limit = reserving && waitingConsumers > 0 ? 1 : maxCount
+        let count = Swift.min(limit, buffer.count)
         if count == 0 { return isClosed ? .closed(failure) : .mustWait }
         for _ in 0..<count { sink(buffer.removeFirst()) }
         if reserving {

@@ -117,7 +117,6 @@ typedef struct {
     Py_ssize_t ahead_next;
     Py_ssize_t ahead_count;
     Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
-    int ahead_refilling;           /* one thread refills, without the GIL */
     Py_ssize_t live_iterators;     /* iterators alive: the last one hands back leftovers */
 } StreamObject;
 
@@ -566,8 +565,10 @@ truth(PyObject *obj, int default_value)
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
  *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
  *    consumers want fresh items. Streams too small for that are read item by item.
- *  - ahead_refilling is set while one thread refills with the GIL released (the counts
- *    are 0 then); other threads meanwhile get single items straight from the core. */
+ *  - Refills never wait and never release the GIL: they take what is there (and only
+ *    one item while other consumers are parked in the core, so those are never passed
+ *    over). When there is nothing, the loop waits like get() for ONE item. So the
+ *    read-ahead changes only with the GIL held, and no other thread sees it half made. */
 #define AHEAD_MAX 256
 
 /* The read-ahead batch for this policy and capacity (BPS_CAPACITY_UNBOUNDED: none). */
@@ -691,7 +692,6 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->ahead = NULL;
     self->ahead_next = self->ahead_count = 0;
     self->ahead_batch = 1;
-    self->ahead_refilling = 0;
     self->live_iterators = 0;
     return (PyObject *)self;
 }
@@ -801,9 +801,7 @@ static int
 stream_clear(StreamObject *self)
 {
     if (self->stream != NULL) {
-        if (!self->ahead_refilling) {
-            ahead_settle(self);
-        }
+        ahead_settle(self);
         (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
     }
     return 0;
@@ -1159,7 +1157,7 @@ stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     if (immediate < 0) {
         return NULL;
     }
-    if (immediate && !self->ahead_refilling) {
+    if (immediate) {
         ahead_settle(self);   /* the read-ahead is backlog too: discard it with the rest */
     }
     bps_status status = bps_stream_close(self->stream, immediate ? BPS_CLOSE_IMMEDIATE : 0);
@@ -1307,12 +1305,9 @@ iterator_next(IteratorObject *it)
         return item_to_object(item);
     }
     gil_waiter w;
-    bps_status status;
+    bps_status status = BPS_EMPTY;
     ahead_settle(self);
-    if (self->ahead_batch == 1 || self->ahead_refilling) {
-        status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
-    }
-    else {
+    if (self->ahead_batch > 1) {   /* refill: take what is there, without waiting */
         if (self->ahead == NULL) {
             self->ahead = PyMem_Malloc(sizeof(void *) * AHEAD_MAX);
             if (self->ahead == NULL) {
@@ -1320,15 +1315,16 @@ iterator_next(IteratorObject *it)
             }
         }
         size_t count = 0;
-        self->ahead_refilling = 1;
-        status = bps_stream_reserve(self->stream, self->ahead, (size_t)self->ahead_batch, -1,
-                                    gil_waiter_init(&w, self, 1), &count);
-        self->ahead_refilling = 0;
+        status = bps_stream_reserve(self->stream, self->ahead, (size_t)self->ahead_batch, 0,
+                                    NULL, &count);
         if (status == BPS_OK) {
             self->ahead_count = (Py_ssize_t)count;
             self->ahead_next = 0;
             item = ahead_pop(self);   /* count >= 1 */
         }
+    }
+    if (status == BPS_EMPTY) {   /* nothing there: wait like get() for one item */
+        status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
     }
     if (status == BPS_OK) {
         return item_to_object(item);
@@ -1353,7 +1349,7 @@ iterator_clear(IteratorObject *it)
     StreamObject *self = it->stream;
     if (self != NULL) {
         it->stream = NULL;
-        if (--self->live_iterators == 0 && !self->ahead_refilling && self->stream != NULL) {
+        if (--self->live_iterators == 0 && self->stream != NULL) {
             ahead_settle(self);   /* the last loop ended: hand back what it did not take */
         }
         Py_DECREF(self);
