@@ -63,14 +63,19 @@ def bench_native_frames(tokens, n: int, rounds: int) -> None:
         producer.join()
         stats = s.stats()
         assert stats.consumed == n and stats.produced == n, stats
+        waits.append(stats)
         return rate
 
+    waits: list = []  # each native round's final stats, to show who waited on whom
     gc.collect()
     f = best_of(rounds, floor)
     r = best_of(rounds, native)
     print(f"1. native producer -> Python `for` loop, {n:,} 8-byte frames, capacity 1024")
     print(f"   for x in range(N)                 {f:>14,.0f} items/s   1.00x")
     print(f"   tokens.count -> for x in stream   {r:>14,.0f} items/s   {r / f:.2f}x  (target >= 0.4x)")
+    w = waits[-1]
+    print(f"   (last round: producer waited {w.producer_waits:,} times, {w.producer_wait_seconds:.2f} s;"
+          f" consumer waited {w.consumer_waits:,} times, {w.consumer_wait_seconds:.2f} s)")
     print("   memory bound: <= 1024 frames in the stream, read-ahead included (it is reserved, see README)")
 
 
