@@ -500,6 +500,17 @@ public func abiStreamMarkDelivered(_ stream: OpaquePointer?, _ count: Int) -> bp
     return BPS_OK
 }
 
+@_cdecl("bps_stream_delivery_counter")
+public func abiStreamDeliveryCounter(
+    _ stream: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> bps_status {
+    withStream(stream) { stream in
+        guard let out else { return BPS_INVALID_ARGUMENT }
+        out.pointee = stream.deliveryCounter
+        return BPS_OK
+    }
+}
+
 @_cdecl("bps_stream_settle")
 public func abiStreamSettle(
     _ stream: OpaquePointer?, _ delivered: Int, _ returned: UnsafePointer<UnsafeMutableRawPointer?>?,

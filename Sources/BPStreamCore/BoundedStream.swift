@@ -42,7 +42,17 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// exact room or counts (a put on a full stream, a snapshot) absorbs them into the
     /// state (`absorbDeliveries`): a consumer never has to lock per item, and its delivered
     /// items never hold room a producer is waiting for.
-    @usableFromInline let deliveredMarks = Atomic<Int>(0)
+    ///
+    /// On the heap, at a fixed address, so a C consumer can add to it inline (see
+    /// `deliveryCounter`); freed in deinit.
+    @usableFromInline let deliveredMarksStorage: UnsafeMutablePointer<Atomic<Int>> = {
+        let storage = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        storage.initialize(to: Atomic(0))
+        return storage
+    }()
+
+    @inlinable
+    var deliveredMarks: UnsafeMutablePointer<Atomic<Int>> { deliveredMarksStorage }
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -73,6 +83,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     }
 
     deinit {
+        deliveredMarksStorage.deinitialize(count: 1)
+        deliveredMarksStorage.deallocate()
         // Exclusive access: no other reference exists, so no lock is needed.
         guard let onDrop else { return }
         while let item = state.buffer.popFirst() { onDrop(item, .leftAtDeinit) }
@@ -512,7 +524,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                     if MonotonicClock.now() >= spinUntil { break }
                     // Published deliveries free room without a state change; looked at
                     // only now and then, so the consumer's cache line stays its own.
-                    if deliveredMarks.load(ordering: .relaxed) >= worthwhileDeliveries { break }
+                    if deliveredMarks.pointee.load(ordering: .relaxed) >= worthwhileDeliveries { break }
                 }
             }
             spinning.store(0, ordering: .relaxed)
@@ -552,8 +564,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// who looks. `settle` later needs only the ones it hands back.
     @inlinable
     public func markDelivered(_ count: Int = 1) {
-        deliveredMarks.add(count, ordering: .releasing)
+        deliveredMarks.pointee.add(count, ordering: .releasing)
     }
+
+    /// The address of the delivery counter `markDelivered` adds to: a word-sized integer a
+    /// C consumer may add to atomically (release order) instead of calling it, saving a
+    /// call per item. Valid for the stream's lifetime.
+    public var deliveryCounter: UnsafeMutableRawPointer { UnsafeMutableRawPointer(deliveredMarksStorage) }
 
     /// How many published deliveries a put on a full stream absorbs before deciding:
     /// all of them (at least 1) when the decision is final (a drop policy, or a put that
@@ -571,8 +588,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// absorbs whatever there is once parked.
     @inlinable
     func absorbDeliveries(atLeast minimum: Int = 1) -> Bool {
-        guard deliveredMarks.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }
-        let marks = deliveredMarks.exchange(0, ordering: .acquiring)
+        guard deliveredMarks.pointee.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }
+        let marks = deliveredMarks.pointee.exchange(0, ordering: .acquiring)
         return state.settleDelivered(marks) > 0
     }
 

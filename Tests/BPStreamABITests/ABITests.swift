@@ -7,6 +7,7 @@
 // Glibc (pipes, fork) and Foundation (threads) are used by the tests themselves only.
 import CBPStream
 import Foundation
+import Synchronization
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -897,6 +898,30 @@ final class ABITests: XCTestCase {
         bps_frame_free(item(3))  // not a frame: nothing happens
     }
 
+    func testTheDeliveryCounterMarksDeliveriesInline() throws {
+        var config = bps_config(size: MemoryLayout<bps_config>.size, capacity: 3,
+                                policy: BPS_POLICY_REJECT, release: nil, release_context: nil)
+        var stream: OpaquePointer?
+        assertStatus(bps_stream_create(&config, &stream), BPS_OK)
+        defer { bps_stream_release(stream) }
+        for i in 1...3 { assertStatus(bps_stream_put(stream, item(i), 0, nil), BPS_OK) }
+        var out: [UnsafeMutableRawPointer?] = [nil, nil, nil]
+        var count = 0
+        assertStatus(bps_stream_reserve(stream, &out, 3, 0, nil, &count), BPS_OK)
+        assertStatus(bps_stream_put(stream, item(4), 0, nil), BPS_FULL, "reserved items hold room")
+        var counter: UnsafeMutableRawPointer?
+        assertStatus(bps_stream_delivery_counter(stream, &counter), BPS_OK)
+        assertStatus(bps_stream_delivery_counter(stream, nil), BPS_INVALID_ARGUMENT)
+        // What a C consumer does inline: an atomic add on the word (2 items delivered).
+        let word = try XCTUnwrap(counter).assumingMemoryBound(to: Int.self)
+        bps_test_atomic_add(word, 2)
+        let s = stats(try XCTUnwrap(stream))
+        XCTAssertEqual(s.consumed, 2)
+        XCTAssertEqual(s.depth, 1)
+        XCTAssertEqual(s.produced, s.consumed + s.dropped + s.depth)
+        assertStatus(bps_stream_put(stream, item(4), 0, nil), BPS_OK, "their room is free")
+    }
+
     func testAbsurdFrameLengthsAreRefusedNotTrapped() throws {
         var bytes: [UInt8] = [1, 2, 3]
         var untouched: UnsafeMutableRawPointer? = item(5)
@@ -1138,4 +1163,10 @@ private final class FlagBox: @unchecked Sendable {
     private var value = false
     func set() { lock.lock(); value = true; lock.unlock() }
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+/// An atomic add on a C word, as a C consumer would do it on the delivery counter.
+private func bps_test_atomic_add(_ word: UnsafeMutablePointer<Int>, _ value: Int) {
+    UnsafeMutableRawPointer(word).assumingMemoryBound(to: Atomic<Int>.self).pointee
+        .add(value, ordering: .releasing)
 }

@@ -114,6 +114,7 @@ typedef struct {
     /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
      * ahead[ahead_next..ahead_count) are ours and not yet delivered. */
     void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
+    intptr_t *delivered;           /* the core's delivery counter (ahead_pop adds to it) */
     Py_ssize_t ahead_next;
     Py_ssize_t ahead_count;
     Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
@@ -589,7 +590,8 @@ ahead_pop(StreamObject *self)
     if (self->ahead_next >= self->ahead_count) {
         return NULL;
     }
-    (void)bps_stream_mark_delivered(self->stream, 1);
+    /* bps_stream_mark_delivered(stream, 1), inline: one atomic add, no call. */
+    __atomic_fetch_add(self->delivered, 1, __ATOMIC_RELEASE);
     return self->ahead[self->ahead_next++];
 }
 
@@ -690,6 +692,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->reader = NULL;
     self->unbounded_maxsize = 0;
     self->ahead = NULL;
+    self->delivered = NULL;
     self->ahead_next = self->ahead_count = 0;
     self->ahead_batch = 1;
     self->live_iterators = 0;
@@ -718,7 +721,15 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
         stream_error(self, status);
         return -1;
     }
+    void *counter = NULL;
+    status = bps_stream_delivery_counter(stream, &counter);
+    if (status != BPS_OK) {
+        (void)bps_stream_release(stream);
+        set_error(self->state, status);
+        return -1;
+    }
     self->stream = stream;
+    self->delivered = (intptr_t *)counter;
     self->policy = policy;
     self->ahead_batch = stream_ahead_batch(policy, capacity);
     return 0;

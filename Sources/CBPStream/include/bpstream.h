@@ -265,6 +265,12 @@ bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *
  * bps_stream_settle needs to report only items not marked. Items: unchanged. */
 bps_status bps_stream_mark_delivered(bps_stream *stream, size_t count);
 
+/* *out_counter gets the address of the word bps_stream_mark_delivered adds to, so a C
+ * consumer can mark inline, without a call per item:
+ *     __atomic_fetch_add((intptr_t *)counter, 1, __ATOMIC_RELEASE);
+ * Valid while the caller holds a reference to the stream. Items: unchanged. */
+bps_status bps_stream_delivery_counter(bps_stream *stream, void **out_counter);
+
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.
  * Closing twice is fine (the second call can still discard with IMMEDIATE). */
