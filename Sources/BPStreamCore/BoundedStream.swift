@@ -45,14 +45,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///
     /// On the heap, at a fixed address, so a C consumer can add to it inline (see
     /// `deliveryCounter`); freed in deinit.
-    @usableFromInline let deliveredMarksStorage: UnsafeMutablePointer<Atomic<Int>> = {
+    @usableFromInline let deliveredMarks: UnsafeMutablePointer<Atomic<Int>> = {
         let storage = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
         storage.initialize(to: Atomic(0))
         return storage
     }()
-
-    @inlinable
-    var deliveredMarks: UnsafeMutablePointer<Atomic<Int>> { deliveredMarksStorage }
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -83,8 +80,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     }
 
     deinit {
-        deliveredMarksStorage.deinitialize(count: 1)
-        deliveredMarksStorage.deallocate()
+        deliveredMarks.deinitialize(count: 1)
+        deliveredMarks.deallocate()
         // Exclusive access: no other reference exists, so no lock is needed.
         guard let onDrop else { return }
         while let item = state.buffer.popFirst() { onDrop(item, .leftAtDeinit) }
@@ -570,7 +567,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// The address of the delivery counter `markDelivered` adds to: a word-sized integer a
     /// C consumer may add to atomically (release order) instead of calling it, saving a
     /// call per item. Valid for the stream's lifetime.
-    public var deliveryCounter: UnsafeMutableRawPointer { UnsafeMutableRawPointer(deliveredMarksStorage) }
+    public var deliveryCounter: UnsafeMutableRawPointer { UnsafeMutableRawPointer(deliveredMarks) }
 
     /// How many published deliveries a put on a full stream absorbs before deciding:
     /// all of them (at least 1) when the decision is final (a drop policy, or a put that

@@ -115,7 +115,7 @@ struct RateWindow {
         }
         let span = Double(now - base.time) / 1e9
         guard span > 0 else { return (0, 0, 0) }
-        // consumed can go down (requeue): never report a negative rate.
+        // Counters only grow; the guard keeps a snapshot from ever trapping regardless.
         let producedDelta = produced >= base.produced ? produced - base.produced : 0
         let consumedDelta = consumed >= base.consumed ? consumed - base.consumed : 0
         return (Double(producedDelta) / span, Double(consumedDelta) / span, span)

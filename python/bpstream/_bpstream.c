@@ -6,17 +6,19 @@
  * holding the types and exceptions, heap types with GC and weakref support.
  *
  * ===========================================================================
- * OWNERSHIP (items are PyObject *; the stream stores them as void *)
+ * OWNERSHIP (items are PyObject * put from Python, or byte frames put by native
+ * producers: tagged pointers, bpstream.h; the stream stores both as void *)
  * ===========================================================================
- *  - The stream owns exactly one strong reference to every item it buffers.
+ *  - The stream owns exactly one strong reference to every object it buffers.
  *  - put: we Py_INCREF the item, then bps_stream_put(). BPS_OK moves that reference
  *    into the stream; every other status (BPS_SHED included) leaves it with us and
  *    we Py_DECREF it at once (the caller's own reference keeps the item alive).
- *  - get: BPS_OK moves the stream's reference to us; we return it as is (a new
- *    reference), so a get costs no refcount traffic at all.
+ *  - get: BPS_OK moves the stream's reference to us; an object is returned as is (a
+ *    new reference, no refcount traffic); a frame becomes bytes and is freed
+ *    (item_to_object). Read-ahead items are ours in the same way until delivered.
  *  - Items the stream drops on its own (evicted, cleared, discarded by an immediate
  *    close, left over when the stream is freed) come back through release_item(),
- *    which Py_DECREFs them exactly once.
+ *    which Py_DECREFs objects (frames: frees them) exactly once.
  *
  * GIL RULES
  *  - Every bps_ call is made WITH the GIL held. A call that must wait tells us
@@ -24,7 +26,10 @@
  *    POLL (main thread only, every 50 ms) takes it briefly to run signal handlers:
  *    a KeyboardInterrupt cancels the call (BPS_CANCELLED) and nothing moves.
  *  - release_item() may run on a thread that holds no GIL (a native producer that
- *    evicts); it takes the GIL with PyGILState_Ensure() only when it is not held.
+ *    evicts); it takes the GIL with PyGILState_Ensure() only when it is not held
+ *    (holds_gil()); frames it frees without the GIL.
+ *  - The read-ahead fields change only with the GIL held (refills never wait);
+ *    ahead_pop's atomic add on the core's delivery counter needs no lock.
  *    The core never calls it with its lock held, so taking the GIL there cannot
  *    deadlock against a thread that holds the GIL and waits for the stream's lock.
  *  - tp_traverse runs bps_stream_visit(), whose callback runs under the stream's
@@ -1400,14 +1405,6 @@ static PyType_Spec iterator_spec = {
     .slots = iterator_slots,
 };
 
-/* The depth Python sees: the core's (delivered read-ahead items are marked, so they
- * are no longer in it). */
-static bps_status
-presented_depth(StreamObject *self, uint64_t *out)
-{
-    return bps_stream_depth(self->stream, out);
-}
-
 static Py_ssize_t
 stream_len(StreamObject *self)
 {
@@ -1416,7 +1413,7 @@ stream_len(StreamObject *self)
         return -1;
     }
     uint64_t depth = 0;
-    bps_status status = presented_depth(self, &depth);
+    bps_status status = bps_stream_depth(self->stream, &depth);
     if (status != BPS_OK) {
         stream_error(self, status);
         return -1;
@@ -1459,7 +1456,7 @@ stream_repr(StreamObject *self)
     uint64_t depth = 0;
     int closed = 0;
     (void)bps_stream_capacity(self->stream, &capacity);
-    (void)presented_depth(self, &depth);
+    (void)bps_stream_depth(self->stream, &depth);
     (void)bps_stream_is_closed(self->stream, &closed);
     PyObject *capacity_obj = capacity < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(capacity);
     if (capacity_obj == NULL) {
@@ -1829,7 +1826,7 @@ queue_full(StreamObject *self, PyObject *Py_UNUSED(ignored))
     uint64_t depth = 0;
     bps_status status = bps_stream_capacity(self->stream, &capacity);
     if (status == BPS_OK) {
-        status = presented_depth(self, &depth);
+        status = bps_stream_depth(self->stream, &depth);
     }
     if (status != BPS_OK) {
         return stream_error(self, status);
