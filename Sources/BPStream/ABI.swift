@@ -401,6 +401,12 @@ public func abiFrameFree(_ item: UnsafeMutableRawPointer?) {
     Frame.free(item)
 }
 
+@_cdecl("bps_frames_free")
+public func abiFramesFree(_ items: UnsafePointer<UnsafeMutableRawPointer?>?, _ count: Int) {
+    guard let items, count > 0 else { return }
+    Frame.freeAll(UnsafeBufferPointer(start: items, count: count))
+}
+
 @_cdecl("bps_stream_put_frame")
 public func abiStreamPutFrame(
     _ stream: OpaquePointer?, _ data: UnsafeRawPointer?, _ length: Int, _ timeoutNanoseconds: Int64,
@@ -432,18 +438,20 @@ public func abiStreamPutFrames(
         if ranges.contains(where: { ($0.length > 0 && $0.data == nil) || $0.length > Frame.maximumLength }) {
             return BPS_INVALID_ARGUMENT
         }
-        var items: [UnsafeMutableRawPointer] = []
-        items.reserveCapacity(count)
-        let made = [(UnsafeRawPointer?, Int)](unsafeUninitializedCapacity: count) { pairs, n in
-            for (i, range) in ranges.enumerated() { (pairs.baseAddress! + i).initialize(to: (range.data, range.length)) }
-            n = count
-        }.withUnsafeBufferPointer { Frame.make(copying: $0, into: &items) }
-        guard made else { return BPS_NO_MEMORY }
-        let (taken, outcome) = stream.put(
-            contentsOf: items, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
-        for item in items[taken...] { Frame.free(item) }
-        outTaken?.pointee = taken
-        return status(outcome)
+        // The frame items live on the stack for the call (on the heap for huge counts).
+        return withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer.self, capacity: count) { items in
+            var made = 0
+            guard Frame.make(copying: ranges.lazy.map { ($0.data, $0.length) }, {
+                (items.baseAddress! + made).initialize(to: $0)
+                made += 1
+            }) else { return BPS_NO_MEMORY }
+            let (taken, outcome) = stream.put(
+                contentsOf: UnsafeBufferPointer(items), timeoutNanoseconds: timeoutNanoseconds,
+                observer: &observer)
+            for item in items[taken...] { Frame.free(item) }
+            outTaken?.pointee = taken
+            return status(outcome)
+        }
     }
 }
 

@@ -38,16 +38,15 @@ enum Frame {
         return fill(block + word, copying: data, length: length)
     }
 
-    /// Frame items for `ranges`, all in one slab, appended to `items` in order; false (and
-    /// nothing appended) if malloc failed.
-    static func make(
-        copying ranges: UnsafeBufferPointer<(UnsafeRawPointer?, Int)>,
-        into items: inout [UnsafeMutableRawPointer]
-    ) -> Bool {
+    /// Frame items for `ranges` (data, length), all in one slab, handed to `sink` in order;
+    /// false (and nothing handed over) if malloc failed.
+    static func make<Ranges: Collection>(
+        copying ranges: Ranges, _ sink: (UnsafeMutableRawPointer) -> Void
+    ) -> Bool where Ranges.Element == (UnsafeRawPointer?, Int) {
         guard ranges.count > 1 else {
             guard let (data, length) = ranges.first else { return true }
             guard let item = make(copying: data, length: length) else { return false }
-            items.append(item)
+            sink(item)
             return true
         }
         var size = word  // the refcount
@@ -62,7 +61,7 @@ enum Frame {
         var cursor = slab + word
         for (data, length) in ranges {
             cursor.storeBytes(of: slab, as: UnsafeMutableRawPointer?.self)
-            items.append(fill(cursor + word, copying: data, length: length))
+            sink(fill(cursor + word, copying: data, length: length))
             cursor += footprint(length)
         }
         return true
@@ -78,16 +77,55 @@ enum Frame {
 
     /// Frees a frame item (its slab with its last frame); ignores nil and untagged items.
     static func free(_ item: UnsafeMutableRawPointer?) {
-        guard let item, UInt(bitPattern: item) & tag != 0,
-              let frame = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: item) & ~tag)
-        else { return }
-        let ownerSlot = frame - word
-        guard let slab = ownerSlot.load(as: UnsafeMutableRawPointer?.self) else {
+        guard let (ownerSlot, slab) = owner(of: item) else { return }
+        guard let slab else {
             Glibc.free(ownerSlot)
             return
         }
+        release(slab, frames: 1)
+    }
+
+    /// Frees every frame item among `items` (others, and nil, are skipped), like `free` on
+    /// each, but with one atomic operation per run of frames from the same slab: a
+    /// consumer that frees a batch at once pays per slab, not per frame.
+    static func freeAll(_ items: UnsafeBufferPointer<UnsafeMutableRawPointer?>) {
+        var run: UnsafeMutableRawPointer? = nil  // the slab of the current run
+        var runLength = 0
+        for item in items {
+            guard let (ownerSlot, slab) = owner(of: item) else { continue }
+            guard let slab else {
+                Glibc.free(ownerSlot)
+                continue
+            }
+            if slab == run {
+                runLength += 1
+                continue
+            }
+            if let run { release(run, frames: runLength) }
+            run = slab
+            runLength = 1
+        }
+        if let run { release(run, frames: runLength) }
+    }
+
+    /// A frame item's owner slot, and the slab it names (nil: a standalone frame); nil for
+    /// nil and untagged items.
+    @inline(__always)
+    private static func owner(of item: UnsafeMutableRawPointer?)
+        -> (ownerSlot: UnsafeMutableRawPointer, slab: UnsafeMutableRawPointer?)?
+    {
+        guard let item, UInt(bitPattern: item) & tag != 0,
+              let frame = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: item) & ~tag)
+        else { return nil }
+        let ownerSlot = frame - word
+        return (ownerSlot, ownerSlot.load(as: UnsafeMutableRawPointer?.self))
+    }
+
+    /// Drops `frames` of the slab's references; frees it with the last.
+    @inline(__always)
+    private static func release(_ slab: UnsafeMutableRawPointer, frames: Int) {
         let refcount = slab.assumingMemoryBound(to: Atomic<Int>.self)
-        if refcount.pointee.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+        if refcount.pointee.subtract(frames, ordering: .acquiringAndReleasing).newValue == 0 {
             refcount.deinitialize(count: 1)
             Glibc.free(slab)
         }

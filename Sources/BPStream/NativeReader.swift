@@ -162,7 +162,7 @@ final class NativeReader: @unchecked Sendable {
     /// Turns the collected line ranges into frames (one slab) at the end of the batch.
     private func flush(_ lines: inout [(UnsafeRawPointer?, Int)], into batch: inout [UnsafeMutableRawPointer]) -> Bool {
         defer { lines.removeAll(keepingCapacity: true) }
-        guard lines.withUnsafeBufferPointer({ Frame.make(copying: $0, into: &batch) }) else {
+        guard Frame.make(copying: lines, { batch.append($0) }) else {
             fail(ENOMEM)
             return false
         }

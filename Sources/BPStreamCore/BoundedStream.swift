@@ -206,6 +206,15 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             if state.depth >= state.capacity {
                 _ = absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds))
             }
+            // As many as fit, at once; then the next one item by item, which may wait,
+            // evict, shed or fail as the policy says.
+            let stored = state.storeIfRoom(contentsOf: items[index...])
+            if stored > 0 {
+                wakeConsumers = wakeConsumers || state.waitingConsumers > 0
+                taken += stored
+                items.formIndex(&index, offsetBy: stored)
+                continue
+            }
             var action = state.put(items[index])
             if case .mustWait = action {
                 if timeoutNanoseconds == 0 {
@@ -345,13 +354,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         into buffer: UnsafeMutableBufferPointer<Element>, reserving: Bool = false,
         timeoutNanoseconds: Int64, observer: inout Observer
     ) -> Result<Int, GetFailure> {
-        guard buffer.count > 0, let base = buffer.baseAddress else { return .success(0) }
-        var written = 0
+        guard buffer.count > 0 else { return .success(0) }
         lock.lock()
-        var action = state.take(upTo: buffer.count, reserving: reserving) { item in
-            (base + written).initialize(to: item)
-            written += 1
-        }
+        var action = state.take(into: buffer, reserving: reserving)
         if case .mustWait = action {
             guard timeoutNanoseconds != 0 else {
                 lock.unlock()
@@ -361,10 +366,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             state.consumerWillWait()
             let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
                               observer: &observer) {
-                action = state.take(upTo: buffer.count, reserving: reserving) { item in
-                    (base + written).initialize(to: item)
-                    written += 1
-                }
+                action = state.take(into: buffer, reserving: reserving)
                 if case .mustWait = action { return false }
                 return true
             }

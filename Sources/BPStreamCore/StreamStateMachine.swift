@@ -92,6 +92,24 @@ struct StreamStateMachine<Element> {
         return true
     }
 
+    /// The hot path of a batch put: stores the longest prefix of `items` that fits without
+    /// waiting or dropping, in one step, and returns its length (0: closed or full, nothing
+    /// changed, and `put` decides for the next item).
+    @inlinable
+    mutating func storeIfRoom<Items: Collection>(contentsOf items: Items) -> Int
+    where Items.Element == Element {
+        guard !isClosed else { return 0 }
+        let count = Swift.min(capacity &- depth, items.count)
+        guard count > 0 else { return 0 }
+        buffer.append(contentsOf: items.prefix(count))
+        counters.produced &+= UInt64(count)
+        counters.unfinishedTasks &+= UInt64(count)
+        let depth = UInt64(self.depth)
+        if depth > counters.peakDepth { counters.peakDepth = depth }
+        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        return count
+    }
+
     /// The hot path of `get`: takes the oldest item if there is one. When it returns `nil`
     /// nothing changed and the full `get` decides.
     @inlinable @inline(__always)
@@ -215,22 +233,24 @@ struct StreamStateMachine<Element> {
         case closed(ProducerFailure?)
     }
 
-    /// Takes up to `maxCount` items, oldest first, handing each to `sink` (which must only
-    /// store it: it runs under the stream's lock).
+    /// Takes up to `target.count` items, oldest first, moving them into `target[0..<count]`
+    /// in one bulk copy (no per-item work under the stream's lock).
     ///
     /// With `reserving`, the items leave the buffer but stay in the depth (and hold their
     /// room) as `reserved` until `settle` says how many were delivered: a consumer can take
     /// a batch in one lock without the stream ever holding more than its capacity.
     @inlinable
-    mutating func take(upTo maxCount: Int, reserving: Bool = false, _ sink: (Element) -> Void)
+    mutating func take(into target: UnsafeMutableBufferPointer<Element>, reserving: Bool = false)
         -> TakeAction
     {
         // A reservation never passes over consumers parked for an item: with any waiting,
         // it takes one item, like a get, and leaves the rest to them.
-        let limit = reserving && waitingConsumers > 0 ? 1 : maxCount
+        let limit = reserving && waitingConsumers > 0 ? 1 : target.count
         let count = Swift.min(limit, buffer.count)
         if count == 0 { return isClosed ? .closed(failure) : .mustWait }
-        for _ in 0..<count { sink(buffer.removeFirst()) }
+        // Copies the first `count` (from both segments of the ring), then drops them: for
+        // trivial elements (pointers), two memcpys and an index move.
+        buffer.moveFirst(count, to: target)
         if reserving {
             reserved &+= count
             // No room is freed yet, but parked producers must learn that reservations are
@@ -367,5 +387,17 @@ struct StreamStateMachine<Element> {
             rate.rates(now: now, produced: counters.produced, consumed: counters.consumed)
         rate.record(now: now, produced: counters.produced, consumed: counters.consumed)
         return stats
+    }
+}
+
+extension Deque {
+    /// Moves the first `count` elements (`count <= self.count`, `<= target.count`) into
+    /// `target`, in order: one copy per segment of the ring, then an index move.
+    @inlinable
+    mutating func moveFirst(_ count: Int, to target: UnsafeMutableBufferPointer<Element>) {
+        let (_, copied) = self._copyContents(
+            initializing: UnsafeMutableBufferPointer(rebasing: target[..<count]))
+        assert(copied == count)
+        removeFirst(count)  // after the copy (and its iterator) is gone: storage still unique
     }
 }

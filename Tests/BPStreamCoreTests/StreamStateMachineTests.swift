@@ -95,6 +95,26 @@ private func drain(_ machine: inout Machine,
     return items
 }
 
+/// machine.take(into:) with an array: the items taken are appended to `sink`.
+@discardableResult
+private func take(
+    _ machine: inout StreamStateMachine<Int>, upTo maxCount: Int, reserving: Bool = false,
+    into sink: inout [Int]
+) -> StreamStateMachine<Int>.TakeAction {
+    let target = UnsafeMutableBufferPointer<Int>.allocate(capacity: maxCount)
+    defer { target.deallocate() }
+    let action = machine.take(into: target, reserving: reserving)
+    if case .took(let count, _) = action { sink.append(contentsOf: target[..<count]) }
+    return action
+}
+
+private func take(
+    _ machine: inout StreamStateMachine<Int>, upTo maxCount: Int, reserving: Bool = false
+) -> StreamStateMachine<Int>.TakeAction {
+    var sink: [Int] = []
+    return take(&machine, upTo: maxCount, reserving: reserving, into: &sink)
+}
+
 final class StreamStateMachineTests: XCTestCase {
 
     // MARK: creation
@@ -105,7 +125,7 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertFalse(machine.isClosed)
         XCTAssertEqual(machine.counters, StreamStats())
         XCTAssertEqual(describe(machine.get()), "mustWait")
-        XCTAssertEqual(describe(machine.take(upTo: 3) { _ in XCTFail("nothing to take") }), "mustWait")
+        XCTAssertEqual(describe(take(&machine, upTo: 3)), "mustWait")
         assertInvariants(machine)
     }
 
@@ -259,21 +279,44 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.counters.unfinishedTasks, 0, "clamped, never wraps")
     }
 
+    // MARK: batch store
+
+    func testStoreIfRoomStoresTheLongestPrefixThatFits() {
+        var machine = makeMachine(5, .dropOldest)
+        putAll(&machine, [1, 2])
+        XCTAssertEqual(machine.storeIfRoom(contentsOf: [3, 4, 5, 6, 7]), 3, "room for 3 of 5")
+        XCTAssertEqual(Array(machine.buffer), [1, 2, 3, 4, 5])
+        XCTAssertEqual(machine.counters.produced, 5)
+        XCTAssertEqual(machine.counters.unfinishedTasks, 5)
+        XCTAssertEqual(machine.counters.peakDepth, 5)
+        XCTAssertEqual(machine.storeIfRoom(contentsOf: [6]), 0, "full: never evicts, the caller's put decides")
+        XCTAssertEqual(machine.counters.droppedEvicted, 0)
+        var got: [Int] = []
+        take(&machine, upTo: 2, reserving: true, into: &got)
+        XCTAssertEqual(machine.storeIfRoom(contentsOf: [6]), 0, "reserved items hold their room")
+        XCTAssertEqual(machine.storeIfRoom(contentsOf: [Int]()), 0)
+        _ = machine.close(immediate: false)
+        _ = machine.settle(delivered: 2, returned: [])
+        XCTAssertEqual(machine.storeIfRoom(contentsOf: [6]), 0, "closed")
+        XCTAssertEqual(machine.counters.produced, 5)
+        assertInvariants(machine)
+    }
+
     // MARK: take
 
     func testTakeTakesOldestFirstUpToTheLimit() {
         var machine = makeMachine(5, .block)
         putAll(&machine, [1, 2, 3, 4])
         var sink: [Int] = []
-        XCTAssertEqual(describe(machine.take(upTo: 3) { sink.append($0) }), "took(3, wakeProducers: false)")
+        XCTAssertEqual(describe(take(&machine, upTo: 3, into: &sink)), "took(3, wakeProducers: false)")
         XCTAssertEqual(sink, [1, 2, 3])
         XCTAssertEqual(machine.counters.consumed, 3)
         assertInvariants(machine)
-        XCTAssertEqual(describe(machine.take(upTo: 10) { sink.append($0) }), "took(1, wakeProducers: false)")
+        XCTAssertEqual(describe(take(&machine, upTo: 10, into: &sink)), "took(1, wakeProducers: false)")
         XCTAssertEqual(sink, [1, 2, 3, 4])
-        XCTAssertEqual(describe(machine.take(upTo: 10) { _ in XCTFail("empty") }), "mustWait")
+        XCTAssertEqual(describe(take(&machine, upTo: 10)), "mustWait")
         _ = machine.close(immediate: false)
-        XCTAssertEqual(describe(machine.take(upTo: 10) { _ in XCTFail("closed") }), "closed")
+        XCTAssertEqual(describe(take(&machine, upTo: 10)), "closed")
         assertInvariants(machine)
     }
 
@@ -281,9 +324,9 @@ final class StreamStateMachineTests: XCTestCase {
         var machine = makeMachine(2, .block)
         putAll(&machine, [1, 2])
         machine.producerWillWait()
-        XCTAssertEqual(describe(machine.take(upTo: 1) { _ in }), "took(1, wakeProducers: true)")
+        XCTAssertEqual(describe(take(&machine, upTo: 1)), "took(1, wakeProducers: true)")
         machine.producerDidWait(nanoseconds: 0)
-        XCTAssertEqual(describe(machine.take(upTo: 1) { _ in }), "took(1, wakeProducers: false)")
+        XCTAssertEqual(describe(take(&machine, upTo: 1)), "took(1, wakeProducers: false)")
     }
 
     // MARK: close
@@ -313,10 +356,12 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.failure, failure)
         XCTAssertEqual(describe(machine.put(3)), "closed", "puts see a plain close")
         XCTAssertEqual(describe(machine.get()), "item(1, wakeProducer: false)")
-        XCTAssertEqual(describe(machine.take(upTo: 5) { XCTAssertEqual($0, 2) }), "took(1, wakeProducers: false)")
+        var taken: [Int] = []
+        XCTAssertEqual(describe(take(&machine, upTo: 5, into: &taken)), "took(1, wakeProducers: false)")
+        XCTAssertEqual(taken, [2])
         XCTAssertEqual(describe(machine.get()), "failed(5, EIO)")
         XCTAssertEqual(describe(machine.get()), "failed(5, EIO)", "every get after the drain")
-        XCTAssertEqual(describe(machine.take(upTo: 5) { _ in XCTFail("drained") }), "failed(5, EIO)")
+        XCTAssertEqual(describe(take(&machine, upTo: 5)), "failed(5, EIO)")
         assertInvariants(machine)
     }
 
@@ -538,7 +583,7 @@ final class StreamStateMachineTests: XCTestCase {
     /// Takes up to `count` items as reserved; returns them.
     private func reserve(_ machine: inout Machine, _ count: Int) -> [Int] {
         var items: [Int] = []
-        _ = machine.take(upTo: count, reserving: true) { items.append($0) }
+        take(&machine, upTo: count, reserving: true, into: &items)
         return items
     }
 
@@ -547,7 +592,7 @@ final class StreamStateMachineTests: XCTestCase {
         putAll(&machine, [1, 2, 3])
         machine.producerWillWait()
         var got: [Int] = []
-        XCTAssertEqual(describe(machine.take(upTo: 2, reserving: true) { got.append($0) }),
+        XCTAssertEqual(describe(take(&machine, upTo: 2, reserving: true, into: &got)),
                        "took(2, wakeProducers: true)",
                        "reserving frees no room, but a parked producer must learn reservations are out")
         XCTAssertEqual(got, [1, 2])
@@ -673,7 +718,7 @@ final class StreamStateMachineTests: XCTestCase {
             case 70..<80:
                 let limit = Int.random(in: 1...4, using: &rng)
                 var got: [Int] = []
-                let action = describe(machine.take(upTo: limit) { got.append($0) })
+                let action = describe(take(&machine, upTo: limit, into: &got))
                 let (expectedAction, expectedItems) = model.take(limit)
                 XCTAssertEqual(action, expectedAction, context)
                 XCTAssertEqual(got, expectedItems, context)
@@ -683,7 +728,7 @@ final class StreamStateMachineTests: XCTestCase {
             case 85..<89:
                 let limit = Int.random(in: 1...3, using: &rng)
                 var got: [Int] = []
-                let action = describe(machine.take(upTo: limit, reserving: true) { got.append($0) })
+                let action = describe(take(&machine, upTo: limit, reserving: true, into: &got))
                 let (expectedAction, expectedItems) = model.reserve(limit)
                 XCTAssertEqual(action, expectedAction, context)
                 XCTAssertEqual(got, expectedItems, context)

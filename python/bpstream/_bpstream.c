@@ -15,7 +15,8 @@
  *    we Py_DECREF it at once (the caller's own reference keeps the item alive).
  *  - get: BPS_OK moves the stream's reference to us; an object is returned as is (a
  *    new reference, no refcount traffic); a frame becomes bytes and is freed
- *    (item_to_object). Read-ahead items are ours in the same way until delivered.
+ *    (item_to_object). Read-ahead items are ours in the same way until delivered;
+ *    a small delivered frame is freed with the rest of its batch (ahead_settle).
  *  - Items the stream drops on its own (evicted, cleared, discarded by an immediate
  *    close, left over when the stream is freed) come back through release_item(),
  *    which Py_DECREFs objects (frames: frees them) exactly once.
@@ -29,7 +30,7 @@
  *    evicts); it takes the GIL with PyGILState_Ensure() only when it is not held
  *    (holds_gil()); frames it frees without the GIL.
  *  - The read-ahead fields change only with the GIL held (refills never wait);
- *    ahead_pop's atomic add on the core's delivery counter needs no lock.
+ *    ahead_deliver's atomic add on the core's delivery counter needs no lock.
  *    The core never calls it with its lock held, so taking the GIL there cannot
  *    deadlock against a thread that holds the GIL and waits for the stream's lock.
  *  - tp_traverse runs bps_stream_visit(), whose callback runs under the stream's
@@ -119,7 +120,7 @@ typedef struct {
     /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
      * ahead[ahead_next..ahead_count) are ours and not yet delivered. */
     void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
-    intptr_t *delivered;           /* the core's delivery counter (ahead_pop adds to it) */
+    intptr_t *delivered;           /* the core's delivery counter (ahead_deliver adds to it) */
     Py_ssize_t ahead_next;
     Py_ssize_t ahead_count;
     Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
@@ -305,6 +306,19 @@ item_to_object(void *item)
                                                 (Py_ssize_t)frame->length);
     bps_frame_free(item);
     return bytes;
+}
+
+// Steals object (a new reference, or NULL with an exception set): appends it to list.
+// Returns 0, or -1 with an exception.
+static inline int
+list_append_new(PyObject *list, PyObject *object)
+{
+    if (object == NULL) {
+        return -1;
+    }
+    int result = PyList_Append(list, object);
+    Py_DECREF(object);
+    return result;
 }
 
 // Steals item: drops an item we own without turning it into an object. GIL held.
@@ -567,7 +581,8 @@ truth(PyObject *obj, int default_value)
  *  - The rest is settled in one core call when the read-ahead runs dry (before the next
  *    core get), when the last iterator dies (the undelivered rest goes back to the FRONT
  *    of the stream: nothing is lost by a `break`), before an immediate close, and at
- *    deallocation.
+ *    deallocation. Delivered frames of at most AHEAD_DEFER_FRAME_MAX bytes are freed
+ *    then too, all at once (their bytes were copied on delivery).
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
  *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
  *    consumers want fresh items. Streams too small for that are read item by item.
@@ -588,20 +603,44 @@ stream_ahead_batch(bps_policy policy, int64_t capacity)
     return batch > limit ? limit : (batch < 1 ? 1 : batch);
 }
 
-// Returns the next read-ahead item (ours now, marked delivered), or NULL if none is left.
-static inline void *
-ahead_pop(StreamObject *self)
+/* Delivered frames up to this size stay allocated (in ahead[], bytes already copied)
+ * until the batch is settled, and are then freed together (bps_frames_free: one atomic
+ * per slab, not one call and one atomic per frame); larger ones are freed at once. So
+ * delivered frames never hold more than AHEAD_MAX * AHEAD_DEFER_FRAME_MAX bytes. */
+#define AHEAD_DEFER_FRAME_MAX 256
+/* The frame AHEAD_PREFETCH items on is prefetched as each item is delivered: frames were
+ * written on the producer's core, and the copy would otherwise wait for each one. */
+#define AHEAD_PREFETCH 8
+
+// Delivers the next read-ahead item; there must be one (ahead_next < ahead_count).
+// Returns a new reference: the object itself, or a new bytes object copied from the
+// frame; NULL with MemoryError (the item is lost, as an item a failed get took would be).
+static inline PyObject *
+ahead_deliver(StreamObject *self)
 {
-    if (self->ahead_next >= self->ahead_count) {
-        return NULL;
-    }
+    Py_ssize_t i = self->ahead_next++;
+    void *item = self->ahead[i];
     /* bps_stream_mark_delivered(stream, 1), inline: one atomic add, no call. */
     __atomic_fetch_add(self->delivered, 1, __ATOMIC_RELEASE);
-    return self->ahead[self->ahead_next++];
+    if (i + AHEAD_PREFETCH < self->ahead_count) {
+        __builtin_prefetch(bps_item_frame(self->ahead[i + AHEAD_PREFETCH]));
+    }
+    if (!bps_item_is_frame(item)) {
+        return (PyObject *)item;
+    }
+    const bps_frame *frame = bps_item_frame(item);
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)frame->data,
+                                                (Py_ssize_t)frame->length);
+    if (frame->length > AHEAD_DEFER_FRAME_MAX) {
+        bps_frame_free(item);
+        self->ahead[i] = NULL;
+    }
+    return bytes;
 }
 
-/* Settles the read-ahead with the core: the delivered items count as consumed; the
- * undelivered ones go back to the front of the stream. GIL held; never waits. */
+/* Settles the read-ahead with the core: the delivered items count as consumed (their
+ * frames are freed now); the undelivered ones go back to the front of the stream.
+ * GIL held; never waits. */
 static void
 ahead_settle(StreamObject *self)
 {
@@ -610,6 +649,8 @@ ahead_settle(StreamObject *self)
     }
     Py_ssize_t first = self->ahead_next, rest = self->ahead_count - self->ahead_next;
     self->ahead_next = self->ahead_count = 0;
+    /* ahead[0..first): delivered; objects among them are the caller's now (skipped). */
+    bps_frames_free(self->ahead, (size_t)first);
     /* Delivered items were marked one by one; only the rest is reported (handed back). */
     (void)bps_stream_settle(self->stream, 0, rest > 0 ? &self->ahead[first] : NULL,
                             (size_t)rest);
@@ -635,9 +676,9 @@ static inline PyObject *
 do_get(StreamObject *self, int64_t timeout_ns)
 {
     gil_waiter w;
-    void *item = ahead_pop(self);
-    if (item != NULL) {
-        return item_to_object(item);
+    void *item;
+    if (self->ahead_next < self->ahead_count) {
+        return ahead_deliver(self);
     }
     ahead_settle(self);
     bps_status status = bps_stream_get(self->stream, timeout_ns,
@@ -1086,65 +1127,49 @@ stream_get_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
 
-    void *items[BATCH];
-    size_t want = max_items < BATCH ? (size_t)max_items : BATCH;
-    size_t count = 0;
-    bps_status status = BPS_OK;
-    while (count < want && (items[count] = ahead_pop(self)) != NULL) {
-        count++;   /* the read-ahead first: it is older than anything in the core */
-    }
-    if (count == 0) {
-        gil_waiter w;
-        ahead_settle(self);
-        status = bps_stream_get_many(self->stream, items, want, timeout_ns,
-                                     timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
-                                     &count);
-    }
-    if (status != BPS_OK) {
-        return stream_error(self, status);
-    }
-    PyObject *list = PyList_New((Py_ssize_t)count);
+    PyObject *list = PyList_New(0);
     if (list == NULL) {
-        /* Out of memory: the items are already ours; all we can do is drop them. */
-        for (size_t i = 0; i < count; i++) {
-            item_discard(items[i]);
-        }
         return NULL;
     }
-    for (size_t i = 0; i < count; i++) {
-        PyObject *object = item_to_object(items[i]);
-        if (object == NULL) {
-            for (size_t j = i + 1; j < count; j++) {
-                item_discard(items[j]);
-            }
-            Py_DECREF(list);   /* its unfilled slots are NULL: safe */
+    /* The read-ahead first: it is older than anything in the core. */
+    while (PyList_GET_SIZE(list) < max_items && self->ahead_next < self->ahead_count) {
+        if (list_append_new(list, ahead_deliver(self)) < 0) {
+            Py_DECREF(list);
             return NULL;
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, object);   /* steals */
     }
-    Py_ssize_t total = (Py_ssize_t)count;
-    /* A full batch may mean more is waiting: take it without waiting. */
-    while (count == want && total < max_items) {
-        Py_ssize_t left = max_items - total;
-        want = left < BATCH ? (size_t)left : BATCH;
-        count = 0;
+    /* Then the core, a batch per call: waiting (as timeout_ns says) only while we have
+     * nothing; a full batch may mean more is there, so take that without waiting. */
+    void *items[BATCH];
+    int64_t wait_ns = PyList_GET_SIZE(list) == 0 ? timeout_ns : 0;
+    while (PyList_GET_SIZE(list) < max_items) {
+        Py_ssize_t left = max_items - PyList_GET_SIZE(list);
+        size_t want = left < BATCH ? (size_t)left : BATCH, count = 0;
+        gil_waiter w;
         ahead_settle(self);
-        if (bps_stream_get_many(self->stream, items, want, 0, NULL, &count) != BPS_OK) {
-            break;   /* empty, or closed and drained: return what we have */
+        bps_status status = bps_stream_get_many(
+            self->stream, items, want, wait_ns,
+            wait_ns == 0 ? NULL : gil_waiter_init(&w, self, 1), &count);
+        if (status != BPS_OK) {
+            if (PyList_GET_SIZE(list) > 0) {
+                break;   /* empty, or closed and drained: return what we have */
+            }
+            Py_DECREF(list);
+            return stream_error(self, status);
         }
         for (size_t i = 0; i < count; i++) {
-            PyObject *item = item_to_object(items[i]);
-            int r = item == NULL ? -1 : PyList_Append(list, item);
-            Py_XDECREF(item);   /* the list holds it now (or it is lost to MemoryError) */
-            if (r < 0) {
+            if (list_append_new(list, item_to_object(items[i])) < 0) {
                 for (size_t j = i + 1; j < count; j++) {
-                    item_discard(items[j]);
+                    item_discard(items[j]);   /* out of memory: they are ours; drop them */
                 }
                 Py_DECREF(list);
                 return NULL;
             }
         }
-        total += (Py_ssize_t)count;
+        if (count < want) {
+            break;
+        }
+        wait_ns = 0;
     }
     return list;
 }
@@ -1316,10 +1341,10 @@ static PyObject *
 iterator_next(IteratorObject *it)
 {
     StreamObject *self = it->stream;
-    void *item = ahead_pop(self);
-    if (item != NULL) {   /* the hot path */
-        return item_to_object(item);
+    if (self->ahead_next < self->ahead_count) {   /* the hot path */
+        return ahead_deliver(self);
     }
+    void *item = NULL;
     gil_waiter w;
     bps_status status = BPS_EMPTY;
     ahead_settle(self);
@@ -1336,7 +1361,7 @@ iterator_next(IteratorObject *it)
         if (status == BPS_OK) {
             self->ahead_count = (Py_ssize_t)count;
             self->ahead_next = 0;
-            item = ahead_pop(self);   /* count >= 1 */
+            return ahead_deliver(self);   /* count >= 1 */
         }
     }
     if (status == BPS_EMPTY) {   /* nothing there: wait like get() for one item */

@@ -185,6 +185,11 @@ bps_status bps_frame_new(const void *data, size_t length, void **out_item);
 /* Frees a frame item (NULL or a non-frame item: nothing happens). Cannot fail. */
 void bps_frame_free(void *item);
 
+/* Frees every frame item among items[0..count) (NULLs and non-frame items are skipped),
+ * like bps_frame_free on each, but cheaper for a consumer freeing a batch: frames put
+ * together are freed together. Cannot fail. */
+void bps_frames_free(void *const *items, size_t count);
+
 /* Puts a copy of data[0..length) as a frame item, like bps_stream_put. data is always the
  * caller's; the copy is the stream's on BPS_OK and is freed here on any other status.
  * Never needs a language runtime's lock: meant for native producer threads. */
