@@ -37,6 +37,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// 1 while some thread spins in `park`: one spinner at a time, so threads outnumbering
     /// the cores never burn the time the thread they wait for needs.
     @usableFromInline let spinning = Atomic<Int>(0)
+    /// Spins in a row that ended without what they waited for (guarded by `lock`). After
+    /// one, `park` spins only every `spinRetryInterval`th time until a spin pays off again:
+    /// a producer facing a slow consumer sleeps instead of burning its core.
+    @usableFromInline var spinMisses = 0
     /// Reserved items a consumer has delivered and not yet settled, published WITHOUT the
     /// lock (`markDelivered`, a few nanoseconds per item). Whoever holds the lock and needs
     /// exact room or counts (a put on a full stream, a snapshot) absorbs them into the
@@ -131,8 +135,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         state.producerWillWait()
         var action: StreamStateMachine<Element>.PutAction = .mustWait
         let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
-                          observer: &observer) {
-            _ = absorbDeliveries()
+                          observer: &observer) { eager in
+            _ = absorbDeliveries(atLeast: eager ? 1 : state.absorbThreshold)
             action = state.put(item)
             if case .mustWait = action { return false }
             return true
@@ -232,8 +236,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 state.producerWillWait()
                 let element = items[index]
                 let parked = park(on: notFull, start: now, timeoutNanoseconds: remaining,
-                                  observer: &observer) {
-                    _ = absorbDeliveries()
+                                  observer: &observer) { eager in
+                    _ = absorbDeliveries(atLeast: eager ? 1 : state.absorbThreshold)
                     action = state.put(element)
                     if case .mustWait = action { return false }
                     return true
@@ -318,7 +322,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         state.consumerWillWait()
         var action: StreamStateMachine<Element>.GetAction = .mustWait
         let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
-                          observer: &observer) {
+                          observer: &observer) { _ in
             action = state.get()
             if case .mustWait = action { return false }
             return true
@@ -365,7 +369,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             let start = MonotonicClock.now()
             state.consumerWillWait()
             let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
-                              observer: &observer) {
+                              observer: &observer) { _ in
                 action = state.take(into: buffer, reserving: reserving)
                 if case .mustWait = action { return false }
                 return true
@@ -467,7 +471,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         state.waitingJoiners += 1
         let parked = park(on: allTasksDone, start: MonotonicClock.now(),
-                          timeoutNanoseconds: timeoutNanoseconds, observer: &observer) {
+                          timeoutNanoseconds: timeoutNanoseconds, observer: &observer) { _ in
             state.counters.unfinishedTasks == 0
         }
         state.waitingJoiners -= 1
@@ -488,11 +492,21 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// How long `park` spins (lock released) watching `changes` before it sleeps.
     @usableFromInline static var spinNanoseconds: Int64 { 20_000 }
 
-    /// How often a parked thread looks again while reserved items are out (see `park`).
+    /// After a spin that missed, one park in this many spins (see `spinMisses`).
+    @usableFromInline static var spinRetryInterval: Int { 8 }
+
+    /// How often a parked producer looks again while reserved items are out (see `park`).
     @usableFromInline static var reservedRecheck: Int64 { 1_000_000 }
 
-    /// Waits on `condition` until `attempt()` succeeds, the timeout passes, or the observer
-    /// cancels.
+    /// Waits on `condition` until `attempt(eager)` succeeds, the timeout passes, or the
+    /// observer cancels.
+    ///
+    /// `eager` tells a producer's attempt how much published room (`deliveredMarks`) to
+    /// take: false on the looks right after the spin, which want a worthwhile batch
+    /// (`absorbThreshold`), so a producer facing a slow consumer sleeps instead of waking
+    /// for every few items; true once it has slept (woken by a signal, or by the recheck
+    /// that bounds how long published room can go unused) and for the final look before a
+    /// timeout, which takes any room there is.
     ///
     /// Called and returns with the lock held. Runs `observer.willWait()` (and
     /// `shouldCancel()` polls) with the lock released; the CALLER runs `didWait()` after
@@ -501,26 +515,29 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @usableFromInline
     func park<Observer: WaitObserver>(
         on condition: PthreadCondition, start: Int64, timeoutNanoseconds: Int64,
-        observer: inout Observer, attempt: () -> Bool
+        observer: inout Observer, attempt: (_ eager: Bool) -> Bool
     ) -> ParkResult {
         let deadline = timeoutNanoseconds < 0 || timeoutNanoseconds > Int64.max - start
             ? Int64.max : start + timeoutNanoseconds
         let interval = observer.pollIntervalNanoseconds
         let seen = changes.load(ordering: .relaxed)
         let worthwhileDeliveries = state.absorbThreshold
+        let trySpin = spinMisses % Self.spinRetryInterval == 0
         lock.unlock()
         observer.willWait()
         // Spin briefly before sleeping: a peer on another core (a native producer, or a
         // Python thread that just got the GIL) usually acts within microseconds, and
         // catching that here saves both threads a futex sleep and wake-up.
-        if spinning.compareExchange(expected: 0, desired: 1, ordering: .relaxed).exchanged {
+        var spinMissed: Bool? = nil  // nil: did not spin
+        if trySpin && spinning.compareExchange(expected: 0, desired: 1, ordering: .relaxed).exchanged {
             let spinUntil = Swift.min(MonotonicClock.now() &+ Self.spinNanoseconds, deadline)
             var spins = 0
+            spinMissed = false
             while changes.load(ordering: .relaxed) == seen {
                 bps_cpu_relax()
                 spins &+= 1
                 if spins & 15 == 0 {
-                    if MonotonicClock.now() >= spinUntil { break }
+                    if MonotonicClock.now() >= spinUntil { spinMissed = true; break }
                     // Published deliveries free room without a state change; looked at
                     // only now and then, so the consumer's cache line stays its own.
                     if deliveredMarks.pointee.load(ordering: .relaxed) >= worthwhileDeliveries { break }
@@ -529,11 +546,17 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             spinning.store(0, ordering: .relaxed)
         }
         lock.lock()
+        switch spinMissed {
+        case nil: spinMisses &+= trySpin ? 0 : 1  // skipped: count toward the next retry
+        case true?: spinMisses &+= 1
+        case false?: spinMisses = 0
+        }
         var nextPoll = interval > 0 ? start.addingSaturated(interval) : Int64.max
+        var eager = false
         while true {
-            if attempt() { return .done }
+            if attempt(eager) { return .done }
             let now = MonotonicClock.now()
-            if now >= deadline { return .timedOut }
+            if now >= deadline { return attempt(true) ? .done : .timedOut }
             if now >= nextPoll {
                 lock.unlock()
                 let cancel = observer.shouldCancel()
@@ -543,8 +566,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 continue  // the state may have changed while unlocked
             }
             // Deliveries of reserved items are published without a signal: while any are
-            // out, look again every millisecond (a producer finds its room that way even
-            // if the consumer stops in the middle of a batch).
+            // out, a producer looks again every `reservedRecheck` (so it finds its room
+            // even if the consumer stops in the middle of a batch).
             let recheck = condition === notFull && state.reserved > 0
                 ? now.addingSaturated(Self.reservedRecheck) : Int64.max
             let wakeAt = Swift.min(deadline, nextPoll, recheck)
@@ -553,6 +576,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             } else {
                 condition.wait(lock, until: wakeAt)
             }
+            eager = true
         }
     }
 

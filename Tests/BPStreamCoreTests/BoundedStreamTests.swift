@@ -603,6 +603,26 @@ final class BoundedStreamTests: XCTestCase {
         XCTAssertIdentity(stats)
     }
 
+    func testAParkedProducerTakesRoomBelowTheWorthwhileBatch() throws {
+        // Capacity 256: a parked producer, just after its spin, waits for a worthwhile
+        // batch of published deliveries (32). A single one must still reach it: at its
+        // next recheck while it waits, and before a timed put gives up.
+        let stream = try BoundedStream<Int>(capacity: 256)
+        var observer = NoWaitObserver()
+        _ = stream.put(contentsOf: Array(0..<256), timeoutNanoseconds: 0, observer: &observer)
+        _ = reserve(stream, 256)
+        let marker = TestThread {
+            usleep(50_000)
+            stream.markDelivered(1)  // one item delivered, then the consumer does nothing
+        }
+        XCTAssertTrue(try stream.put(256, timeout: .seconds(30)), "a waiting producer is never starved")
+        XCTAssertTrue(marker.join())
+        stream.markDelivered(1)
+        XCTAssertTrue(try stream.put(257, timeout: .microseconds(10)), "the last look before a timeout takes any room")
+        XCTAssertEqual(stream.stats().depth, 256)
+        XCTAssertIdentity(stream.stats())
+    }
+
     func testItemsHandedBackAfterAnImmediateCloseGoToOnDrop() throws {
         let tracker = DeinitTracker()
         let drops = DropLog<TrackedItem> { $0.id }

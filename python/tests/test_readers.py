@@ -308,6 +308,34 @@ def test_a_slow_consumer_holds_back_a_writing_process(tmp_path):
         proc.stdout.close()
 
 
+def test_a_reader_waiting_on_a_busy_slow_consumer_sleeps(write_file):
+    # A consumer that works a few microseconds per line, for a second: the reader thread
+    # waits on it nearly all the time, and must do so asleep, not spinning on a core.
+    path = write_file(b"".join(numbered(400_000)))
+
+    def busy(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    with bpstream.read_lines(path) as s:
+        it = iter(s)
+        next(it)
+        wall, cpu, mine = time.perf_counter(), time.process_time(), time.thread_time()
+        taken = 0
+        for _ in it:
+            busy(5e-6)
+            taken += 1
+            if time.perf_counter() - wall > 1.0:
+                break
+        wall = time.perf_counter() - wall
+        others = (time.process_time() - cpu) - (time.thread_time() - mine)
+        assert s.stats().producer_waits > 0, "the reader did wait on the consumer"
+    assert taken > 1000
+    # Spinning through the waits used 70-80% of a core here; sleeping, about 4%.
+    assert others / wall < 0.3, f"the reader used {others / wall:.0%} of a core while waiting"
+
+
 def test_drop_oldest_on_a_fast_feed_ends_with_the_last_line(write_file):
     lines = numbered(100_000, width=6)
     path = write_file(b"".join(lines))
