@@ -359,8 +359,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         timeoutNanoseconds: Int64, observer: inout Observer
     ) -> Result<Int, GetFailure> {
         guard buffer.count > 0 else { return .success(0) }
+        let now = reserving ? MonotonicClock.now() : 0
         lock.lock()
-        var action = state.take(into: buffer, reserving: reserving)
+        var action = state.take(into: buffer, reserving: reserving, now: now)
         if case .mustWait = action {
             guard timeoutNanoseconds != 0 else {
                 lock.unlock()
@@ -370,7 +371,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             state.consumerWillWait()
             let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
                               observer: &observer) { _ in
-                action = state.take(into: buffer, reserving: reserving)
+                action = state.take(into: buffer, reserving: reserving,
+                                    now: reserving ? MonotonicClock.now() : 0)
                 if case .mustWait = action { return false }
                 return true
             }
@@ -495,8 +497,6 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// After a spin that missed, one park in this many spins (see `spinMisses`).
     @usableFromInline static var spinRetryInterval: Int { 8 }
 
-    /// How often a parked producer looks again while reserved items are out (see `park`).
-    @usableFromInline static var reservedRecheck: Int64 { 1_000_000 }
 
     /// Waits on `condition` until `attempt(eager)` succeeds, the timeout passes, or the
     /// observer cancels.
@@ -553,6 +553,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         var nextPoll = interval > 0 ? start.addingSaturated(interval) : Int64.max
         var eager = false
+        var recheckDelay = StreamStateMachine<Element>.reservedRecheck
         while true {
             if attempt(eager) { return .done }
             let now = MonotonicClock.now()
@@ -566,15 +567,21 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 continue  // the state may have changed while unlocked
             }
             // Deliveries of reserved items are published without a signal: while any are
-            // out, a producer looks again every `reservedRecheck` (so it finds its room
-            // even if the consumer stops in the middle of a batch).
-            let recheck = condition === notFull && state.reserved > 0
-                ? now.addingSaturated(Self.reservedRecheck) : Int64.max
+            // out, a producer looks again on a timer (so it finds its room even if the
+            // consumer stops in the middle of a batch), backing off while it finds none;
+            // consumers leave it to that timer while it keeps up (`rechecksKeepUp`).
+            let rechecking = condition === notFull && state.reserved > 0
+            let recheck = rechecking ? now.addingSaturated(recheckDelay) : Int64.max
             let wakeAt = Swift.min(deadline, nextPoll, recheck)
+            if rechecking { state.recheckingProducers += 1 }
             if wakeAt == Int64.max {
                 condition.wait(lock)
             } else {
                 condition.wait(lock, until: wakeAt)
+            }
+            if rechecking {
+                state.recheckingProducers -= 1
+                recheckDelay = Swift.min(2 * recheckDelay, StreamStateMachine<Element>.reservedRecheckLimit)
             }
             eager = true
         }

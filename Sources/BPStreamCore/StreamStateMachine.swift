@@ -47,6 +47,13 @@ struct StreamStateMachine<Element> {
     @usableFromInline var counters = StreamStats()
     /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
     @usableFromInline var waitingProducers = 0
+    /// Of those, producers asleep on their recheck timer while reservations are out (see
+    /// `BoundedStream.park`): they find published room on their own within a recheck.
+    @usableFromInline var recheckingProducers = 0
+    /// The last reservation (when, how many items) and the consumer's pace it revealed: the
+    /// time between two reservations per item of the first (0 until known).
+    @usableFromInline var lastReservation: (time: Int64, count: Int) = (0, 0)
+    @usableFromInline var nanosecondsPerReservedItem: Int64 = 0
     @usableFromInline var waitingConsumers = 0
     @usableFromInline var waitingJoiners = 0
     @usableFromInline var rate: RateWindow
@@ -118,6 +125,28 @@ struct StreamStateMachine<Element> {
         counters.consumed &+= 1
         rate.tick(produced: counters.produced, consumed: counters.consumed)
         return item
+    }
+
+    /// How often a producer parked while reservations are out looks again for room that
+    /// deliveries published without a signal (`BoundedStream.park`), at first; it backs
+    /// off to `reservedRecheckLimit` while it finds none.
+    public static var reservedRecheck: Int64 { 100_000 }
+    public static var reservedRecheckLimit: Int64 { 1_000_000 }
+
+    /// Whether producers asleep on their recheck timer can be left to it: the buffer holds
+    /// what the consumer needs, at its recent pace, for two rechecks, so they refill it in
+    /// time, and the consumer is spared the system call a wake-up costs (a slow consumer's
+    /// producer sleeps on its timer; a fast one's is woken as before).
+    @inlinable
+    var rechecksKeepUp: Bool {
+        nanosecondsPerReservedItem > 0
+            && Int64(buffer.count) >= 2 * Self.reservedRecheck / nanosecondsPerReservedItem
+    }
+
+    /// Whether a transition that makes room or hands out reservations must signal producers.
+    @inlinable
+    var producersNeedWaking: Bool {
+        waitingProducers > recheckingProducers || (waitingProducers > 0 && !rechecksKeepUp)
     }
 
     /// Whether a parked producer should be woken now (someone waits, and there is room).
@@ -239,10 +268,12 @@ struct StreamStateMachine<Element> {
     /// With `reserving`, the items leave the buffer but stay in the depth (and hold their
     /// room) as `reserved` until `settle` says how many were delivered: a consumer can take
     /// a batch in one lock without the stream ever holding more than its capacity.
+    ///
+    /// - Parameter now: the monotonic time, for the consumer's pace (reservations only).
     @inlinable
-    mutating func take(into target: UnsafeMutableBufferPointer<Element>, reserving: Bool = false)
-        -> TakeAction
-    {
+    mutating func take(
+        into target: UnsafeMutableBufferPointer<Element>, reserving: Bool = false, now: Int64 = 0
+    ) -> TakeAction {
         // A reservation never passes over consumers parked for an item: with any waiting,
         // it takes one item, like a get, and leaves the rest to them.
         let limit = reserving && waitingConsumers > 0 ? 1 : target.count
@@ -252,11 +283,15 @@ struct StreamStateMachine<Element> {
         // trivial elements (pointers), two memcpys and an index move.
         buffer.moveFirst(count, to: target)
         if reserving {
+            if lastReservation.count > 0, now > lastReservation.time {
+                nanosecondsPerReservedItem = (now - lastReservation.time) / Int64(lastReservation.count)
+            }
+            lastReservation = (now, count)
             reserved &+= count
             // No room is freed yet, but parked producers must learn that reservations are
             // out: deliveries are published without a signal, so they start looking again
             // every so often (BoundedStream.park).
-            return .took(count: count, wakeProducers: waitingProducers > 0)
+            return .took(count: count, wakeProducers: producersNeedWaking)
         }
         counters.consumed &+= UInt64(count)
         rate.tick(produced: counters.produced, consumed: counters.consumed)
@@ -343,7 +378,7 @@ struct StreamStateMachine<Element> {
             }
         }
         if delivered > 0 { rate.tick(produced: counters.produced, consumed: counters.consumed) }
-        action.wakeProducers = producerCanProceed
+        action.wakeProducers = producerCanProceed && producersNeedWaking
         return action
     }
 

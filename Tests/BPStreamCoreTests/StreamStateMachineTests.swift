@@ -99,20 +99,22 @@ private func drain(_ machine: inout Machine,
 @discardableResult
 private func take(
     _ machine: inout StreamStateMachine<Int>, upTo maxCount: Int, reserving: Bool = false,
-    into sink: inout [Int]
+    now: Int64 = 0, into sink: inout [Int]
 ) -> StreamStateMachine<Int>.TakeAction {
     let target = UnsafeMutableBufferPointer<Int>.allocate(capacity: maxCount)
     defer { target.deallocate() }
-    let action = machine.take(into: target, reserving: reserving)
+    let action = machine.take(into: target, reserving: reserving, now: now)
     if case .took(let count, _) = action { sink.append(contentsOf: target[..<count]) }
     return action
 }
 
+@discardableResult
 private func take(
-    _ machine: inout StreamStateMachine<Int>, upTo maxCount: Int, reserving: Bool = false
+    _ machine: inout StreamStateMachine<Int>, upTo maxCount: Int, reserving: Bool = false,
+    now: Int64 = 0
 ) -> StreamStateMachine<Int>.TakeAction {
     var sink: [Int] = []
-    return take(&machine, upTo: maxCount, reserving: reserving, into: &sink)
+    return take(&machine, upTo: maxCount, reserving: reserving, now: now, into: &sink)
 }
 
 final class StreamStateMachineTests: XCTestCase {
@@ -585,6 +587,43 @@ final class StreamStateMachineTests: XCTestCase {
         var items: [Int] = []
         take(&machine, upTo: count, reserving: true, into: &items)
         return items
+    }
+
+    func testProducersOnTheirRecheckTimerAreWokenOnlyIfTheyCannotKeepUp() {
+        // 1,000 items stay buffered and a producer is parked on its recheck timer. Whether
+        // handing out or settling a reservation signals it depends on the consumer's pace
+        // (the time between reservations per item): if the buffer outlasts two rechecks,
+        // the producer is left to its timer and the consumer spared the wake-up.
+        func parkedProducer(consumerPace nanosecondsPerItem: Int64) -> Machine {
+            var machine = makeMachine(2_000, .block)
+            putAll(&machine, Array(0..<1_100))
+            machine.producerWillWait()
+            machine.recheckingProducers = 1
+            take(&machine, upTo: 50, reserving: true, now: 1_000)
+            take(&machine, upTo: 50, reserving: true, now: 1_000 + 50 * nanosecondsPerItem)
+            XCTAssertEqual(machine.nanosecondsPerReservedItem, nanosecondsPerItem)
+            XCTAssertEqual(machine.buffer.count, 1_000)
+            return machine
+        }
+        let recheck = StreamStateMachine<Int>.reservedRecheck
+        // 1 µs an item: the buffer lasts 1 ms, ten rechecks.
+        var slow = parkedProducer(consumerPace: 1_000)
+        XCTAssertTrue(slow.rechecksKeepUp)
+        XCTAssertFalse(slow.producersNeedWaking)
+        XCTAssertEqual(describe(take(&slow, upTo: 1, reserving: true, now: 200_000)),
+                       "took(1, wakeProducers: false)")
+        XCTAssertFalse(slow.settle(delivered: 100, returned: []).wakeProducers,
+                       "settled room is found by the producer's own recheck")
+        // Fast enough to empty the buffer within two rechecks: woken, as a plain wait is.
+        var fast = parkedProducer(consumerPace: recheck / 1_000)
+        XCTAssertFalse(fast.rechecksKeepUp)
+        XCTAssertTrue(fast.producersNeedWaking)
+        XCTAssertTrue(fast.settle(delivered: 100, returned: []).wakeProducers)
+        // A producer waiting without a timer is always woken.
+        slow.recheckingProducers = 0
+        XCTAssertTrue(slow.producersNeedWaking)
+        XCTAssertTrue(slow.settle(delivered: 1, returned: []).wakeProducers)
+        assertInvariants(slow)
     }
 
     func testReservedItemsStayInTheDepthAndHoldTheirRoom() {
