@@ -41,6 +41,32 @@ def test_get_after_next_is_the_next_item(make_stream):
     assert s.get_many(2) == [3, 4]
 
 
+def test_get_many_spans_the_read_ahead_and_the_stream(make_stream):
+    """get_many takes the loop's read-ahead first, then what is in the stream, in order."""
+    s = filled(make_stream, n=1000)
+    it = iter(s)
+    assert next(it) == 0  # the loop reads ahead a batch (a quarter of the capacity)
+    assert s.get_many(600) == list(range(1, 601))
+    assert s.get_many(1000, timeout=0) == list(range(601, 1000))
+    assert len(s) == 0
+    check_identity(s.stats())
+
+
+def test_get_many_of_frames_spans_the_read_ahead_and_the_stream(tmp_path):
+    path = tmp_path / "lines.txt"
+    lines = [b"line %d\n" % i for i in range(1000)]
+    path.write_bytes(b"".join(lines))
+    with bpstream.read_lines(path, capacity=1000) as s:
+        it = iter(s)
+        assert next(it) == lines[0]
+        got = []
+        while len(got) < 999:
+            got += s.get_many(600, timeout=30)
+        assert got == lines[1:]
+        with pytest.raises(bpstream.Closed):  # the reader closed it at end of file: drained
+            s.get_many(10, timeout=30)
+
+
 def test_two_iterators_share_one_fifo(make_stream):
     s = filled(make_stream)
     a, b = iter(s), iter(s)
