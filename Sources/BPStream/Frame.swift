@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CBPStream
 import Synchronization
 
 /// Byte frames as the C ABI defines them (`bps_frame` in bpstream.h), handed around as a
@@ -12,13 +13,20 @@ import Synchronization
 /// - `nil`: a standalone frame, one malloc'd block `[owner = nil][length][bytes]`;
 /// - otherwise: a SLAB, one malloc'd block holding a batch of frames
 ///   `[refcount][owner|length|bytes (padded to 8)]...`, freed when its last frame is.
-/// A batch put (`bps_stream_put_frames`, the fd readers) makes one slab, so a producer
-/// pays one malloc and the consumer one free per batch instead of per frame: with the two
-/// on different threads, per-frame malloc/free dominated the cost of a frame.
+/// A batch put (`bps_stream_put_frames`, the fd readers) puts its SMALL frames (at most
+/// `BPS_FRAME_SHARED_MAX` bytes) in one slab, so a producer pays one malloc and the consumer
+/// one free per batch instead of per frame: with the two on different threads, per-frame
+/// malloc/free dominated the cost of a small frame. Larger frames are standalone, so a
+/// slab never holds more than batch x (`BPS_FRAME_SHARED_MAX` + 16) bytes, and a consumer
+/// that keeps a few small frames a while (bpstream's read-ahead frees them per batch)
+/// never keeps a large one's memory with them.
 /// Frames are independent items either way: each is freed (exactly once) on its own.
 enum Frame {
     static let tag: UInt = 1
     private static let word = MemoryLayout<Int>.size
+
+    /// The largest frame that shares a slab (bpstream.h: `BPS_FRAME_SHARED_MAX`).
+    static let sharedMaximum = Int(BPS_FRAME_SHARED_MAX)
 
     /// Bytes one frame takes inside a slab: owner, length, data, padded to a word.
     private static func footprint(_ length: Int) -> Int {
@@ -38,31 +46,49 @@ enum Frame {
         return fill(block + word, copying: data, length: length)
     }
 
-    /// Frame items for `ranges` (data, length), all in one slab, handed to `sink` in order;
-    /// false (and nothing handed over) if malloc failed.
+    /// Frame items for `ranges` (data, length), handed to `sink` in order: the small ones
+    /// in one slab, the others standalone. False (and nothing handed over) if a length is
+    /// beyond `maximumLength` or malloc failed.
     static func make<Ranges: Collection>(
         copying ranges: Ranges, _ sink: (UnsafeMutableRawPointer) -> Void
     ) -> Bool where Ranges.Element == (UnsafeRawPointer?, Int) {
-        guard ranges.count > 1 else {
-            guard let (data, length) = ranges.first else { return true }
-            guard let item = make(copying: data, length: length) else { return false }
-            sink(item)
-            return true
-        }
+        // The slab's size, for the small frames; and whether any frame is large.
         var size = word  // the refcount
+        var shared = 0
         for (_, length) in ranges {
             guard length <= maximumLength else { return false }
-            let (sum, overflow) = size.addingReportingOverflow(footprint(length))
-            guard !overflow else { return false }
-            size = sum
+            guard length <= sharedMaximum else { continue }
+            shared += 1
+            size += footprint(length)  // at most count x (sharedMaximum + 16): no overflow
         }
-        guard let slab = malloc(size) else { return false }
-        slab.assumingMemoryBound(to: Atomic<Int>.self).initialize(to: Atomic(ranges.count))
-        var cursor = slab + word
+        let slab = shared > 1 ? malloc(size) : nil
+        if shared > 1 && slab == nil { return false }
+        let inSlab = { (length: Int) in slab != nil && length <= sharedMaximum }
+        // Standalone frames next, before anything is handed over, so a failed malloc can
+        // still undo everything.
+        var standalone: [UnsafeMutableRawPointer] = []
+        for (data, length) in ranges where !inSlab(length) {
+            guard let item = make(copying: data, length: length) else {
+                for item in standalone { free(item) }
+                Glibc.free(slab)
+                return false
+            }
+            standalone.append(item)
+        }
+        if let slab {
+            slab.assumingMemoryBound(to: Atomic<Int>.self).initialize(to: Atomic(shared))
+        }
+        var cursor = slab.map { $0 + word }  // the next frame's place in the slab
+        var next = standalone.startIndex
         for (data, length) in ranges {
-            cursor.storeBytes(of: slab, as: UnsafeMutableRawPointer?.self)
-            sink(fill(cursor + word, copying: data, length: length))
-            cursor += footprint(length)
+            if inSlab(length), let slab, let place = cursor {
+                place.storeBytes(of: slab, as: UnsafeMutableRawPointer?.self)
+                sink(fill(place + word, copying: data, length: length))
+                cursor = place + footprint(length)
+            } else {
+                sink(standalone[next])
+                next += 1
+            }
         }
         return true
     }

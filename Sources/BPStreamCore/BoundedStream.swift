@@ -40,7 +40,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Spins in a row that ended without what they waited for (guarded by `lock`). After
     /// one, `park` spins only every `spinRetryInterval`th time until a spin pays off again:
     /// a producer facing a slow consumer sleeps instead of burning its core.
-    @usableFromInline var spinMisses = 0
+    /// Kept apart for producers (`notFull`) and for everyone else, so a consumer's missed
+    /// spins never stop a producer's spinning, nor the reverse.
+    @usableFromInline var spinMisses = (producers: 0, others: 0)
     /// Reserved items a consumer has delivered and not yet settled, published WITHOUT the
     /// lock (`markDelivered`, a few nanoseconds per item). Whoever holds the lock and needs
     /// exact room or counts (a put on a full stream, a snapshot) absorbs them into the
@@ -525,7 +527,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let interval = observer.pollIntervalNanoseconds
         let seen = changes.load(ordering: .relaxed)
         let worthwhileDeliveries = state.absorbThreshold
-        let trySpin = spinMisses % Self.spinRetryInterval == 0
+        let isProducer = condition === notFull
+        let misses = isProducer ? spinMisses.producers : spinMisses.others
+        let trySpin = misses % Self.spinRetryInterval == 0
         lock.unlock()
         observer.willWait()
         // Spin briefly before sleeping: a peer on another core (a native producer, or a
@@ -549,11 +553,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             spinning.store(0, ordering: .relaxed)
         }
         lock.lock()
+        let missesNow: Int
         switch spinMissed {
-        case nil: spinMisses &+= trySpin ? 0 : 1  // skipped: count toward the next retry
-        case true?: spinMisses &+= 1
-        case false?: spinMisses = 0
+        case nil: missesNow = trySpin ? misses : misses &+ 1  // skipped: toward the next retry
+        case true?: missesNow = misses &+ 1
+        case false?: missesNow = 0
         }
+        if isProducer { spinMisses.producers = missesNow } else { spinMisses.others = missesNow }
         var nextPoll = interval > 0 ? start.addingSaturated(interval) : Int64.max
         var eager = false
         var recheckDelay = StreamStateMachine<Element>.reservedRecheck
@@ -576,7 +582,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             let rechecking = condition === notFull && state.reserved > 0
             let recheck = rechecking ? now.addingSaturated(recheckDelay) : Int64.max
             let wakeAt = Swift.min(deadline, nextPoll, recheck)
-            if rechecking { state.recheckingProducers += 1 }
+            if rechecking {
+                state.recheckingProducers += 1
+                state.longestRecheck = Swift.max(state.longestRecheck, recheckDelay)
+            }
             if wakeAt == Int64.max {
                 condition.wait(lock)
             } else {
@@ -584,6 +593,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             }
             if rechecking {
                 state.recheckingProducers -= 1
+                if state.recheckingProducers == 0 { state.longestRecheck = 0 }
                 recheckDelay = Swift.min(2 * recheckDelay, StreamStateMachine<Element>.reservedRecheckLimit)
             }
             eager = true
@@ -608,7 +618,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// How many published deliveries a put on a full stream absorbs before deciding:
     /// all of them (at least 1) when the decision is final (a drop policy, or a put that
     /// will not wait); a worthwhile batch for a put that can park instead (see
-    /// `absorbDeliveries`), whose parking absorbs every one.
+    /// `absorbDeliveries`; `park` says when a parked put takes fewer).
     @inlinable
     func absorbMinimum(_ timeoutNanoseconds: Int64) -> Int {
         policy == .block && timeoutNanoseconds != 0 ? state.absorbThreshold : 1
@@ -617,8 +627,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Turns published deliveries into state: the lock must be held. Returns whether any
     /// were absorbed (so room may have appeared). A put on a full stream absorbs only a
     /// worthwhile number (`absorbThreshold`): absorbing one mark per put would bounce the
-    /// marks' cache line between the two cores for every item; it parks instead, and
-    /// absorbs whatever there is once parked.
+    /// marks' cache line between the two cores for every item; it parks instead, and takes
+    /// fewer only once it has slept, or on its last look before a timeout (see `park`).
     @inlinable
     func absorbDeliveries(atLeast minimum: Int = 1) -> Bool {
         guard deliveredMarks.pointee.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }

@@ -48,8 +48,10 @@ struct StreamStateMachine<Element> {
     /// Threads parked waiting for room / for an item / for unfinished tasks to reach 0.
     @usableFromInline var waitingProducers = 0
     /// Of those, producers asleep on their recheck timer while reservations are out (see
-    /// `BoundedStream.park`): they find published room on their own within a recheck.
+    /// `BoundedStream.park`): they find published room on their own within a recheck, the
+    /// longest of which is `longestRecheck` (0 while none sleeps so).
     @usableFromInline var recheckingProducers = 0
+    @usableFromInline var longestRecheck: Int64 = 0
     /// The last reservation (when, how many items) and the consumer's pace it revealed: the
     /// time between two reservations per item of the first (0 until known).
     @usableFromInline var lastReservation: (time: Int64, count: Int) = (0, 0)
@@ -134,13 +136,18 @@ struct StreamStateMachine<Element> {
     public static var reservedRecheckLimit: Int64 { 1_000_000 }
 
     /// Whether producers asleep on their recheck timer can be left to it: the buffer holds
-    /// what the consumer needs, at its recent pace, for two rechecks, so they refill it in
-    /// time, and the consumer is spared the system call a wake-up costs (a slow consumer's
-    /// producer sleeps on its timer; a fast one's is woken as before).
+    /// what the consumer needs, at its recent pace, for two of their rechecks (and at least
+    /// one item), so they refill it in time, and the consumer is spared the system call a
+    /// wake-up costs (a slow consumer's producer sleeps on its timer; a fast one's is woken
+    /// as before). The pace is the last one seen, idle time included: a consumer that was
+    /// idle and is fast again may find a producer up to one recheck (at most
+    /// `reservedRecheckLimit`) late, with items still there for it meanwhile.
     @inlinable
     var rechecksKeepUp: Bool {
-        nanosecondsPerReservedItem > 0
-            && Int64(buffer.count) >= 2 * Self.reservedRecheck / nanosecondsPerReservedItem
+        let pace = nanosecondsPerReservedItem
+        guard pace > 0, !buffer.isEmpty else { return false }
+        let needed = (2 * longestRecheck + pace - 1) / pace  // rounded up: at least 1
+        return Int64(buffer.count) >= needed
     }
 
     /// Whether a transition that makes room or hands out reservations must signal producers.

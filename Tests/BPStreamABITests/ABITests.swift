@@ -978,6 +978,38 @@ final class ABITests: XCTestCase {
         XCTAssertEqual(depth(stream), 0)
     }
 
+    func testPutFramesMixesSmallAndLargeFramesInOrder() throws {
+        // Small frames share one allocation, larger ones have their own: invisible to the
+        // consumer, who gets every frame's bytes in order, and frees them in any order.
+        let stream = makeStream(config(capacity: 8, policy: BPS_POLICY_REJECT))
+        let lengths = [3, Int(BPS_FRAME_SHARED_MAX) + 1, 0, 100_000, Int(BPS_FRAME_SHARED_MAX), 5]
+        let storage = lengths.enumerated().map { i, n in [UInt8](repeating: UInt8(i + 1), count: n) }
+        var taken = 0
+        let pointers = storage.map { bytes in
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(bytes.count, 1), alignment: 1)
+            raw.copyMemory(from: bytes, byteCount: bytes.count)
+            return raw
+        }
+        defer { for p in pointers { p.deallocate() } }
+        var ranges = zip(pointers, lengths).map { bps_bytes(data: $0, length: $1) }
+        assertStatus(bps_stream_put_frames(stream, &ranges, ranges.count, 0, nil, &taken), BPS_OK)
+        XCTAssertEqual(taken, lengths.count)
+        var got = [UnsafeMutableRawPointer?](repeating: nil, count: lengths.count)
+        var n = 0
+        assertStatus(bps_stream_get_many(stream, &got, got.count, 0, nil, &n), BPS_OK)
+        XCTAssertEqual(got.compactMap { $0.map(frameBytes) }, storage)
+        bps_frame_free(got[3])             // the large one first, alone
+        got[3] = nil
+        bps_frames_free(&got, got.count)   // then the rest together
+        // A batch the stream takes only part of: the frames not taken are freed by the put.
+        var more = Array(ranges[..<3])
+        for _ in 0..<6 { assertStatus(bps_stream_put_frame(stream, "x", 1, 0, nil), BPS_OK) }
+        assertStatus(bps_stream_put_frames(stream, &more, more.count, 0, nil, &taken), BPS_FULL)
+        XCTAssertEqual(taken, 2)
+        XCTAssertEqual(depth(stream), 8)
+        XCTAssertEqual(readAll(stream, timeout: 0).0.count, 8)  // and frees them
+    }
+
     func testFramesFreeReleasesABatchOfMixedItems() throws {
         /// Puts `count` frames of 8 bytes in one call (one slab) and takes them back.
         func slabFrames(_ stream: OpaquePointer, _ count: Int) -> [UnsafeMutableRawPointer?] {

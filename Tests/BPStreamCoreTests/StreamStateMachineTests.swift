@@ -599,6 +599,7 @@ final class StreamStateMachineTests: XCTestCase {
             putAll(&machine, Array(0..<1_100))
             machine.producerWillWait()
             machine.recheckingProducers = 1
+            machine.longestRecheck = StreamStateMachine<Int>.reservedRecheck
             take(&machine, upTo: 50, reserving: true, now: 1_000)
             take(&machine, upTo: 50, reserving: true, now: 1_000 + 50 * nanosecondsPerItem)
             XCTAssertEqual(machine.nanosecondsPerReservedItem, nanosecondsPerItem)
@@ -619,8 +620,22 @@ final class StreamStateMachineTests: XCTestCase {
         XCTAssertFalse(fast.rechecksKeepUp)
         XCTAssertTrue(fast.producersNeedWaking)
         XCTAssertTrue(fast.settle(delivered: 100, returned: []).wakeProducers)
+        // A producer whose timer backed off to its limit needs ten times the buffer.
+        var backedOff = parkedProducer(consumerPace: 1_000)
+        backedOff.longestRecheck = StreamStateMachine<Int>.reservedRecheckLimit
+        XCTAssertFalse(backedOff.rechecksKeepUp, "1,000 items at 1 µs do not last two 1 ms rechecks")
+        XCTAssertTrue(backedOff.producersNeedWaking)
+        // However slow the consumer, an empty buffer always wakes them.
+        var idle = parkedProducer(consumerPace: 1_000_000_000)
+        XCTAssertTrue(idle.rechecksKeepUp)
+        var all: [Int] = []
+        take(&idle, upTo: 2_000, into: &all)
+        XCTAssertTrue(idle.buffer.isEmpty)
+        XCTAssertFalse(idle.rechecksKeepUp)
+        XCTAssertTrue(idle.producersNeedWaking)
         // A producer waiting without a timer is always woken.
         slow.recheckingProducers = 0
+        slow.longestRecheck = 0
         XCTAssertTrue(slow.producersNeedWaking)
         XCTAssertTrue(slow.settle(delivered: 1, returned: []).wakeProducers)
         assertInvariants(slow)

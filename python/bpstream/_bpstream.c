@@ -603,11 +603,14 @@ stream_ahead_batch(bps_policy policy, int64_t capacity)
     return batch > limit ? limit : (batch < 1 ? 1 : batch);
 }
 
-/* Delivered frames up to this size stay allocated (in ahead[], bytes already copied)
- * until the batch is settled, and are then freed together (bps_frames_free: one atomic
- * per slab, not one call and one atomic per frame); larger ones are freed at once. So
- * delivered frames never hold more than AHEAD_MAX * AHEAD_DEFER_FRAME_MAX bytes. */
-#define AHEAD_DEFER_FRAME_MAX 256
+/* Delivered small frames (those that share their batch's allocation, bpstream.h's
+ * BPS_FRAME_SHARED_MAX) stay allocated, in ahead[], bytes already copied, until the batch
+ * is settled, and are then freed together (bps_frames_free: one atomic per allocation,
+ * not one call and one atomic per frame); larger ones are freed at once. So delivered
+ * frames hold at most the allocations of one read-ahead batch of small frames: about
+ * AHEAD_MAX * (BPS_FRAME_SHARED_MAX + 16) bytes, plus one producer batch's share at each
+ * end of it. */
+#define AHEAD_DEFER_FRAME_MAX BPS_FRAME_SHARED_MAX
 /* The frame AHEAD_PREFETCH items on is prefetched as each item is delivered: frames were
  * written on the producer's core, and the copy would otherwise wait for each one. */
 #define AHEAD_PREFETCH 8

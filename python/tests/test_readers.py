@@ -308,6 +308,29 @@ def test_a_slow_consumer_holds_back_a_writing_process(tmp_path):
         proc.stdout.close()
 
 
+def test_a_large_line_is_freed_when_delivered_though_small_lines_shared_its_read(write_file):
+    # One read holds a 2-byte line and a 50 MB line. The loop delivers both and drops the
+    # large one: its memory goes at once, although the small line's frame, read with it,
+    # is freed only with the rest of the loop's batch.
+    def resident_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    big = 50 << 20
+    head = b"a\n" + b"x" * big + b"\n"
+    path = write_file(head + b"small\n" * 100)
+    with bpstream.read_lines(path, size=len(head)) as s:
+        assert wait_until(lambda: s.closed, within=30)  # all read: one 50 MB copy in the stream
+        it = iter(s)
+        before = resident_mb()
+        assert next(it) == b"a\n"
+        line = next(it)
+        assert len(line) == big + 1
+        del line
+        assert resident_mb() < before - 25, "the 50 MB frame was not freed on delivery"
+        assert list(it) == [b"small\n"] * 100
+
+
 def test_a_reader_waiting_on_a_busy_slow_consumer_sleeps(write_file):
     # A consumer that works a few microseconds per line, for a second: the reader thread
     # waits on it nearly all the time, and must do so asleep, not spinning on a core.

@@ -190,6 +190,11 @@ void bps_frame_free(void *item);
  * together are freed together. Cannot fail. */
 void bps_frames_free(void *const *items, size_t count);
 
+/* Frames of at most this many bytes put in one call (bps_stream_put_frames, a reader's
+ * read) share one allocation, freed with the last of them; larger frames have their own.
+ * So a consumer that frees small frames in batches holds at most that batch's share. */
+#define BPS_FRAME_SHARED_MAX 256
+
 /* Puts a copy of data[0..length) as a frame item, like bps_stream_put. data is always the
  * caller's; the copy is the stream's on BPS_OK and is freed here on any other status.
  * Never needs a language runtime's lock: meant for native producer threads. */
