@@ -20,6 +20,7 @@ import gc
 import hashlib
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,15 +44,16 @@ def load_tokens(build_dir: str):
     return module
 
 
-def interleaved_best(rounds: int, *fns):
-    """Runs the measurements in turn, `rounds` times, and returns each one's best: this
-    host's speed drifts by up to 2x over seconds, and interleaving gives every contender
-    the same chances."""
-    best = [0.0] * len(fns)
+def paired_rounds(rounds: int, baseline, contender):
+    """Runs baseline then contender, `rounds` times. Returns the best rate of each and the
+    median of the per-round ratios contender/baseline: this host's speed drifts by up to
+    2x over seconds, and a ratio of two runs made back to back is the least disturbed."""
+    base, cont, ratios = [], [], []
     for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            best[i] = max(best[i], fn())
-    return best
+        base.append(baseline())
+        cont.append(contender())
+        ratios.append(cont[-1] / base[-1])
+    return max(base), max(cont), statistics.median(ratios)
 
 
 def bench_native_frames(tokens, n: int, rounds: int) -> None:
@@ -76,10 +78,11 @@ def bench_native_frames(tokens, n: int, rounds: int) -> None:
 
     waits: list = []  # each native round's final stats, to show who waited on whom
     gc.collect()
-    f, r = interleaved_best(rounds, floor, native)
-    print(f"1. native producer -> Python `for` loop, {n:,} 8-byte frames, capacity 1024 (best of {rounds})")
+    f, r, ratio = paired_rounds(rounds, floor, native)
+    print(f"1. native producer -> Python `for` loop, {n:,} 8-byte frames, capacity 1024"
+          f" ({rounds} rounds: best rates, median ratio of back-to-back runs)")
     print(f"   for x in range(N)                 {f:>14,.0f} items/s   1.00x")
-    print(f"   tokens.count -> for x in stream   {r:>14,.0f} items/s   {r / f:.2f}x  (target >= 0.4x)")
+    print(f"   tokens.count -> for x in stream   {r:>14,.0f} items/s   {ratio:.2f}x  (target >= 0.4x)")
     w = waits[-1]
     print(f"   (last round: producer waited {w.producer_waits:,} times, {w.producer_wait_seconds:.2f} s;"
           f" consumer waited {w.consumer_waits:,} times, {w.consumer_wait_seconds:.2f} s)")
@@ -137,14 +140,15 @@ def bench_read_lines(path: str, lines: int, rounds: int) -> None:
         return lines / elapsed
 
     size = os.path.getsize(path)
-    print(f"2. read_lines over a {size / 1e6:.0f} MB file of {lines:,} lines (page-cached, best of {rounds})")
+    print(f"2. read_lines over a {size / 1e6:.0f} MB file of {lines:,} lines (page-cached;"
+          f" {rounds} rounds: best rates, median ratio)")
     for label, work, target in (("iteration alone", None, ">= 0.8x"),
                                 ("parse two fields", parse, "> 1.0x"),
                                 ("hash and split", digest, "> 1.0x")):
         cores: list[float] = []
-        p, r = interleaved_best(rounds, lambda: plain(work), lambda: native(work))
+        p, r, ratio = paired_rounds(rounds, lambda: plain(work), lambda: native(work))
         print(f"   {label:<18} open(): {p:>12,.0f} lines/s   read_lines: {r:>12,.0f} lines/s"
-              f"   {r / p:.2f}x  (target {target})   CPU {min(cores):.2f} cores")
+              f"   {ratio:.2f}x  (target {target})   CPU {statistics.median(cores):.2f} cores")
 
 
 RSS_CHILD = r"""
@@ -189,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
-    n = 300_000 if args.quick else 4_000_000
-    lines = 200_000 if args.quick else 2_000_000
+    n = 300_000 if args.quick else 2_000_000
+    lines = 200_000 if args.quick else 1_000_000
     rss_items = 500_000 if args.quick else 10_000_000
-    rounds = 1 if args.quick else 5
+    rounds = 1 if args.quick else 9
     print(f"bpstream {bpstream.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         tokens = load_tokens(tmp)
