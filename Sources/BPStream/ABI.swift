@@ -435,7 +435,7 @@ public func abiStreamPutFrames(
         else { return BPS_INVALID_ARGUMENT }
         guard count > 0, let frames else { return BPS_OK }
         let ranges = UnsafeBufferPointer(start: frames, count: count)
-        if ranges.contains(where: { ($0.length > 0 && $0.data == nil) || $0.length > Frame.maximumLength }) {
+        if ranges.contains(where: { $0.length < 0 || ($0.length > 0 && $0.data == nil) || $0.length > Frame.maximumLength }) {
             return BPS_INVALID_ARGUMENT
         }
         // The frame items live on the stack for the call (on the heap for huge counts).

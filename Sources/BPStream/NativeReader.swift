@@ -131,9 +131,9 @@ final class NativeReader: @unchecked Sendable {
                 guard deliver(&batch) else { return }
                 continue
             }
-            // Whole lines inside the buffer become frames of one slab per batch
-            // (`lines` collects their ranges); a line completing `partialLine` is a
-            // standalone frame. Frames keep the order of the input.
+            // Whole lines inside the buffer become frames made together at the end of the
+            // batch (`lines` collects their ranges: the short ones share one slab); a line
+            // completing `partialLine` is a standalone frame. Frames keep the order of the input.
             var start = 0
             while start < count,
                   let newline = memchr(buffer + start, 0x0A, count - start)

@@ -321,6 +321,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             return .failure(.empty)
         }
         let start = MonotonicClock.now()
+        wakeProducersForPublishedRoom()
         state.consumerWillWait()
         var action: StreamStateMachine<Element>.GetAction = .mustWait
         let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
@@ -370,6 +371,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 return .failure(.empty)
             }
             let start = MonotonicClock.now()
+            wakeProducersForPublishedRoom()
             state.consumerWillWait()
             let parked = park(on: notEmpty, start: start, timeoutNanoseconds: timeoutNanoseconds,
                               observer: &observer) { _ in
@@ -393,6 +395,14 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         changes.add(1, ordering: .relaxed)
         lock.unlock()
         return finishTake(action)
+    }
+
+    /// Called (lock held) by a consumer about to wait on an empty stream: room its
+    /// deliveries published without a signal goes to parked producers now, not at their
+    /// next recheck, so the two never wait on each other for a timer.
+    @usableFromInline
+    func wakeProducersForPublishedRoom() {
+        if absorbDeliveries(), state.producerCanProceed { notFull.broadcast() }
     }
 
     /// Carries out a batch get's action after unlocking: wakes the producers it made room for.
@@ -553,13 +563,15 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             spinning.store(0, ordering: .relaxed)
         }
         lock.lock()
-        let missesNow: Int
-        switch spinMissed {
-        case nil: missesNow = trySpin ? misses : misses &+ 1  // skipped: toward the next retry
-        case true?: missesNow = misses &+ 1
-        case false?: missesNow = 0
+        // Updated on the live count (other threads may have parked meanwhile).
+        func record(_ misses: inout Int) {
+            switch spinMissed {
+            case nil: if !trySpin { misses &+= 1 }  // skipped: toward the next retry
+            case true?: misses &+= 1
+            case false?: misses = 0
+            }
         }
-        if isProducer { spinMisses.producers = missesNow } else { spinMisses.others = missesNow }
+        if isProducer { record(&spinMisses.producers) } else { record(&spinMisses.others) }
         var nextPoll = interval > 0 ? start.addingSaturated(interval) : Int64.max
         var eager = false
         var recheckDelay = StreamStateMachine<Element>.reservedRecheck

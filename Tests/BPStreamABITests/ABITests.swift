@@ -943,6 +943,19 @@ final class ABITests: XCTestCase {
             var depth: UInt64 = 9
             assertStatus(bps_stream_depth(stream, &depth), BPS_OK)
             XCTAssertEqual(depth, 0, "a refused batch puts nothing")
+            // A size_t length of 2^64 - 32 (what a negative C length becomes) is refused
+            // too; it once made the slab too small for the frames written into it.
+            ranges = [bps_bytes(data: raw.baseAddress, length: -32),
+                      bps_bytes(data: raw.baseAddress, length: 3),
+                      bps_bytes(data: raw.baseAddress, length: 3)]
+            taken = 7
+            assertStatus(bps_stream_put_frames(stream, &ranges, 3, 0, nil, &taken),
+                         BPS_INVALID_ARGUMENT)
+            XCTAssertEqual(taken, 0)
+            assertStatus(bps_stream_put_frame(stream, raw.baseAddress, -32, 0, nil),
+                         BPS_INVALID_ARGUMENT)
+            assertStatus(bps_stream_depth(stream, &depth), BPS_OK)
+            XCTAssertEqual(depth, 0)
             _ = try XCTUnwrap(raw.baseAddress)
         }
     }
