@@ -110,7 +110,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             || (absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds)) && state.storeIfRoom(item))
         {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
-            changes.add(1, ordering: .relaxed)
+            noteTransition()
             lock.unlock()
             if wakeConsumer { notEmpty.signal() }
             return .stored
@@ -145,7 +145,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         state.producerDidWait(nanoseconds: MonotonicClock.now() - start)
         if parked == .timedOut { state.producerGaveUp() }
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         let outcome: PutOutcome
         switch parked {
@@ -246,7 +246,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 }
                 state.producerDidWait(nanoseconds: MonotonicClock.now() - now)
                 if parked == .timedOut { state.producerGaveUp() }
-                changes.add(1, ordering: .relaxed)
+                noteTransition()
                 lock.unlock()
                 // Wake the consumer this store fed before taking back the caller's runtime lock.
                 if case .stored(true) = action { notEmpty.signal() }
@@ -280,7 +280,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             taken += 1
             items.formIndex(after: &index)
         }
-        if taken > 0 { changes.add(1, ordering: .relaxed) }
+        if taken > 0 { noteTransition() }
         lock.unlock()
         if wakeConsumers { notEmpty.broadcast() }
         if wakeJoiners { allTasksDone.broadcast() }
@@ -298,7 +298,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         if let item = state.takeIfAny() {  // the hot path
             let wakeProducer = state.producerCanProceed
-            changes.add(1, ordering: .relaxed)
+            noteTransition()
             lock.unlock()
             if wakeProducer { notFull.signal() }
             return .success(item)
@@ -331,7 +331,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             return true
         }
         state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         let result: Result<Element, GetFailure>
         switch (parked, action) {
@@ -381,7 +381,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 return true
             }
             state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
-            changes.add(1, ordering: .relaxed)
+            noteTransition()
             lock.unlock()
             let result: Result<Int, GetFailure>
             switch parked {
@@ -392,9 +392,19 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             observer.didWait()
             return result
         }
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         return finishTake(action)
+    }
+
+    /// Bumps `changes` for a transition (lock held), if anyone is registered as waiting:
+    /// only they spin on it, and each registers (under the lock) before it reads it, so a
+    /// transition nobody waits for skips the atomic write.
+    @inlinable @inline(__always)
+    func noteTransition() {
+        if state.waitingProducers | state.waitingConsumers | state.waitingJoiners != 0 {
+            changes.add(1, ordering: .relaxed)
+        }
     }
 
     /// Called (lock held) by a consumer about to wait on an empty stream: room its
@@ -428,7 +438,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func close(immediate: Bool = false, failure: ProducerFailure? = nil) {
         lock.lock()
         let action = state.close(immediate: immediate, failure: failure)
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         if action.wakeAll {
             notFull.broadcast()
@@ -446,7 +456,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         _ = absorbDeliveries()
         let action = state.settle(delivered: delivered, returned: returned)
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         if action.wakeProducers { notFull.broadcast() }
         if action.wakeConsumers { notEmpty.broadcast() }
@@ -460,7 +470,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func taskDone(count: UInt64 = 1) -> Bool {
         lock.lock()
         let action = state.taskDone(count)
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         switch action {
         case .tooMany: return false
@@ -686,7 +696,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         lock.lock()
         let wake = state.setCapacity(capacity ?? Int.max)
-        changes.add(1, ordering: .relaxed)
+        noteTransition()
         lock.unlock()
         if wake { notFull.broadcast() }
     }
