@@ -272,7 +272,10 @@ bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *
 /* Reports that `count` reserved items were delivered, WITHOUT taking the stream's lock
  * (an atomic add: call it per item). From then on they count as consumed and their room
  * is free for any put (puts, stats and depth absorb these marks under the lock); a later
- * bps_stream_settle needs to report only items not marked. Items: unchanged. */
+ * bps_stream_settle needs to report only items not marked. Nothing is signalled: a put
+ * already waiting finds the room at its next recheck (100 us, backing off to 1 ms while
+ * it finds none), or at once when this consumer next settles, reserves or waits.
+ * Items: unchanged. */
 bps_status bps_stream_mark_delivered(bps_stream *stream, size_t count);
 
 /* *out_counter gets the address of the word bps_stream_mark_delivered adds to, so a C
