@@ -274,7 +274,8 @@ bps_status bps_stream_settle(bps_stream *stream, size_t delivered, void *const *
  * is free for any put (puts, stats and depth absorb these marks under the lock); a later
  * bps_stream_settle needs to report only items not marked. Nothing is signalled: a put
  * already waiting finds the room at its next recheck (100 us, backing off to 1 ms while
- * it finds none), or at once when this consumer next settles, reserves or waits.
+ * it finds none), or sooner: when this consumer waits for an item, or settles or
+ * reserves while the stream holds too little to keep it busy until that recheck.
  * Items: unchanged. */
 bps_status bps_stream_mark_delivered(bps_stream *stream, size_t count);
 
