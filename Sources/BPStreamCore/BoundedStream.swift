@@ -123,17 +123,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         return perform(action)
     }
 
-    /// The slow path of `put`: called with the lock held after `.mustWait`; returns unlocked.
+    /// A put that got `.mustWait` waits (lock held on entry and on return) until `item` is
+    /// put, the timeout passes (counted as rejected), or the observer cancels. Returns how
+    /// the wait ended and the put's action (`.mustWait` unless it was `.done`).
     @usableFromInline
-    func putWaiting<Observer: WaitObserver>(
-        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
-    ) -> PutOutcome {
-        guard timeoutNanoseconds != 0 else {
-            state.producerGaveUp()
-            lock.unlock()
-            return .full
-        }
-        let start = MonotonicClock.now()
+    func parkToPut<Observer: WaitObserver>(
+        _ item: Element, start: Int64, timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> (ParkResult, StreamStateMachine<Element>.PutAction) {
         state.producerWillWait()
         var action: StreamStateMachine<Element>.PutAction = .mustWait
         let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
@@ -145,6 +141,21 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         state.producerDidWait(nanoseconds: MonotonicClock.now() - start)
         if parked == .timedOut { state.producerGaveUp() }
+        return (parked, action)
+    }
+
+    /// The slow path of `put`: called with the lock held after `.mustWait`; returns unlocked.
+    @usableFromInline
+    func putWaiting<Observer: WaitObserver>(
+        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
+    ) -> PutOutcome {
+        guard timeoutNanoseconds != 0 else {
+            state.producerGaveUp()
+            lock.unlock()
+            return .full
+        }
+        let (parked, action) = parkToPut(item, start: MonotonicClock.now(),
+                                         timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         noteTransition()
         lock.unlock()
         let outcome: PutOutcome
@@ -235,17 +246,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 if start == 0 { start = now }
                 let remaining = timeoutNanoseconds < 0
                     ? -1 : Swift.max(timeoutNanoseconds - (now - start), 1)
-                state.producerWillWait()
-                let element = items[index]
-                let parked = park(on: notFull, start: now, timeoutNanoseconds: remaining,
-                                  observer: &observer) { eager in
-                    _ = absorbDeliveries(atLeast: eager ? 1 : state.absorbThreshold)
-                    action = state.put(element)
-                    if case .mustWait = action { return false }
-                    return true
-                }
-                state.producerDidWait(nanoseconds: MonotonicClock.now() - now)
-                if parked == .timedOut { state.producerGaveUp() }
+                let parked: ParkResult
+                (parked, action) = parkToPut(items[index], start: now, timeoutNanoseconds: remaining,
+                                             observer: &observer)
                 noteTransition()
                 lock.unlock()
                 // Wake the consumer this store fed before taking back the caller's runtime lock.
