@@ -111,11 +111,7 @@ struct StreamStateMachine<Element> {
         let count = Swift.min(capacity &- depth, items.count)
         guard count > 0 else { return 0 }
         buffer.append(contentsOf: items.prefix(count))
-        counters.produced &+= UInt64(count)
-        counters.unfinishedTasks &+= UInt64(count)
-        let depth = UInt64(self.depth)
-        if depth > counters.peakDepth { counters.peakDepth = depth }
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        recordStored(count)
         return count
     }
 
@@ -211,8 +207,14 @@ struct StreamStateMachine<Element> {
     @inlinable @inline(__always)
     mutating func store(_ item: Element) {
         buffer.append(item)
-        counters.produced &+= 1
-        counters.unfinishedTasks &+= 1
+        recordStored(1)
+    }
+
+    /// Counts `count` items just appended to the buffer: produced, unfinished, peak, rate.
+    @inlinable @inline(__always)
+    mutating func recordStored(_ count: Int) {
+        counters.produced &+= UInt64(count)
+        counters.unfinishedTasks &+= UInt64(count)
         let depth = UInt64(self.depth)
         if depth > counters.peakDepth { counters.peakDepth = depth }
         rate.tick(produced: counters.produced, consumed: counters.consumed)

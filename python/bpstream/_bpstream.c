@@ -293,6 +293,15 @@ attach_accepted(Py_ssize_t accepted)
  * bpstream.h: a tagged pointer). A frame becomes a bytes object only when a Python
  * consumer takes it, so producers never need the GIL. */
 
+// Borrows a frame item. Returns a new bytes object holding a copy of its bytes, or NULL
+// with MemoryError.
+static inline PyObject *
+frame_to_bytes(const void *item)
+{
+    const bps_frame *frame = bps_item_frame(item);
+    return PyBytes_FromStringAndSize((const char *)frame->data, (Py_ssize_t)frame->length);
+}
+
 // Steals item. Returns a new reference: the object itself, or a new bytes object made
 // from the frame (which is freed either way); NULL with MemoryError.
 static inline PyObject *
@@ -301,9 +310,7 @@ item_to_object(void *item)
     if (!bps_item_is_frame(item)) {
         return (PyObject *)item;
     }
-    const bps_frame *frame = bps_item_frame(item);
-    PyObject *bytes = PyBytes_FromStringAndSize((const char *)frame->data,
-                                                (Py_ssize_t)frame->length);
+    PyObject *bytes = frame_to_bytes(item);
     bps_frame_free(item);
     return bytes;
 }
@@ -581,7 +588,7 @@ truth(PyObject *obj, int default_value)
  *  - The rest is settled in one core call when the read-ahead runs dry (before the next
  *    core get), when the last iterator dies (the undelivered rest goes back to the FRONT
  *    of the stream: nothing is lost by a `break`), before an immediate close, and at
- *    deallocation. Delivered frames of at most AHEAD_DEFER_FRAME_MAX bytes are freed
+ *    deallocation. Delivered frames of at most BPS_FRAME_SHARED_MAX bytes are freed
  *    then too, all at once (their bytes were copied on delivery).
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
  *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
@@ -603,14 +610,14 @@ stream_ahead_batch(bps_policy policy, int64_t capacity)
     return batch > limit ? limit : (batch < 1 ? 1 : batch);
 }
 
-/* Delivered small frames (those that share their batch's allocation, bpstream.h's
- * BPS_FRAME_SHARED_MAX) stay allocated, in ahead[], bytes already copied, until the batch
+/* Delivered small frames (at most BPS_FRAME_SHARED_MAX bytes: those that share their
+ * batch's allocation) stay allocated, in ahead[], bytes already copied, until the batch
  * is settled, and are then freed together (bps_frames_free: one atomic per allocation,
  * not one call and one atomic per frame); larger ones are freed at once. So delivered
  * frames hold at most the allocations of one read-ahead batch of small frames: about
  * AHEAD_MAX * (BPS_FRAME_SHARED_MAX + 16) bytes, plus one producer batch's share at each
- * end of it. */
-#define AHEAD_DEFER_FRAME_MAX BPS_FRAME_SHARED_MAX
+ * end of it. (ahead_deliver, ahead_settle.) */
+
 /* The frame AHEAD_PREFETCH items on is prefetched as each item is delivered: frames were
  * written on the producer's core, and the copy would otherwise wait for each one. */
 #define AHEAD_PREFETCH 8
@@ -631,11 +638,9 @@ ahead_deliver(StreamObject *self)
     if (!bps_item_is_frame(item)) {
         return (PyObject *)item;
     }
-    const bps_frame *frame = bps_item_frame(item);
-    PyObject *bytes = PyBytes_FromStringAndSize((const char *)frame->data,
-                                                (Py_ssize_t)frame->length);
-    if (frame->length > AHEAD_DEFER_FRAME_MAX) {
-        bps_frame_free(item);
+    PyObject *bytes = frame_to_bytes(item);
+    if (bps_item_frame(item)->length > BPS_FRAME_SHARED_MAX) {
+        bps_frame_free(item);   /* it has its own allocation: nothing to batch */
         self->ahead[i] = NULL;
     }
     return bytes;
