@@ -106,9 +106,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
-        if state.storeIfRoom(item)
-            || (absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds)) && state.storeIfRoom(item))
-        {  // the hot path
+        absorbBeforePut(1, deciding: true)
+        if state.storeIfRoom(item) {  // the hot path
             let wakeConsumer = state.waitingConsumers > 0
             noteTransition()
             lock.unlock()
@@ -135,6 +134,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let parked = park(on: notFull, start: start, timeoutNanoseconds: timeoutNanoseconds,
                           observer: &observer) { eager in
             _ = absorbDeliveries(atLeast: eager ? 1 : state.absorbThreshold)
+            absorbBeforePut(1, deciding: false)
             action = state.put(item)
             if case .mustWait = action { return false }
             return true
@@ -220,9 +220,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         var index = items.startIndex
         lock.lock()
         loop: while index != items.endIndex {
-            if state.depth >= state.capacity {
-                _ = absorbDeliveries(atLeast: absorbMinimum(timeoutNanoseconds))
-            }
+            absorbBeforePut(items.distance(from: index, to: items.endIndex), deciding: true)
             // As many as fit, at once; then the next one item by item, which may wait,
             // evict, shed or fail as the policy says.
             let stored = state.storeIfRoom(contentsOf: items[index...])
@@ -640,20 +638,31 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// call per item. Valid for the stream's lifetime.
     public var deliveryCounter: UnsafeMutableRawPointer { UnsafeMutableRawPointer(deliveredMarks) }
 
-    /// How many published deliveries a put on a full stream absorbs before deciding:
-    /// all of them (at least 1) when the decision is final (a drop policy, or a put that
-    /// will not wait); a worthwhile batch for a put that can park instead (see
-    /// `absorbDeliveries`; `park` says when a parked put takes fewer).
-    @inlinable
-    func absorbMinimum(_ timeoutNanoseconds: Int64) -> Int {
-        policy == .block && timeoutNanoseconds != 0 ? state.absorbThreshold : 1
+    /// Makes the depth exact before a put of up to `count` items where published deliveries
+    /// could change what the put observes (lock held). A put DECIDES (store, wait, shed,
+    /// evict, reject) on exactly what a single lock over one FIFO would show: a delivered
+    /// item's room is free for every put at once, so a put never waits, sheds or evicts
+    /// while there is room, and `peakDepth` never counts delivered items. `deciding` is
+    /// false for a parked producer's retries, which need the exact depth only for the peak:
+    /// how soon a parked put takes published room is timing, not semantics (see `park`).
+    ///
+    /// Cheap in the steady state: the marks' cache line (the consumer's) is read only when
+    /// the stream looks full, or when this put may raise the peak.
+    @inlinable @inline(__always)
+    func absorbBeforePut(_ count: Int, deciding: Bool) {
+        let after = state.depth &+ count
+        if after > Int(truncatingIfNeeded: state.counters.peakDepth)
+            || (deciding && after > state.capacity)
+        {
+            _ = absorbDeliveries()
+        }
     }
 
     /// Turns published deliveries into state: the lock must be held. Returns whether any
-    /// were absorbed (so room may have appeared). A put on a full stream absorbs only a
-    /// worthwhile number (`absorbThreshold`): absorbing one mark per put would bounce the
-    /// marks' cache line between the two cores for every item; it parks instead, and takes
-    /// fewer only once it has slept, or on its last look before a timeout (see `park`).
+    /// were absorbed (so room may have appeared). A PARKED put absorbs only a worthwhile
+    /// number (`absorbThreshold`) on its first look: absorbing one mark per wake-up would
+    /// bounce the marks' cache line between the two cores for every item; it takes fewer
+    /// only once it has slept, or on its last look before a timeout (see `park`).
     @inlinable
     func absorbDeliveries(atLeast minimum: Int = 1) -> Bool {
         guard deliveredMarks.pointee.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }

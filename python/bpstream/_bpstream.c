@@ -26,9 +26,14 @@
  *    through its bps_waiter hook: BEGIN releases the GIL, END takes it back, and
  *    POLL (main thread only, every 50 ms) takes it briefly to run signal handlers:
  *    a KeyboardInterrupt cancels the call (BPS_CANCELLED) and nothing moves.
- *  - release_item() may run on a thread that holds no GIL (a native producer that
- *    evicts); it takes the GIL with PyGILState_Ensure() only when it is not held
- *    (holds_gil()); frames it frees without the GIL.
+ *  - THE RULE: a Python object is touched (Py_DECREF included) only by a thread that
+ *    holds the GIL. The one place a thread without it may meet one is release_item(),
+ *    which runs on the thread whose call dropped the item (bpstream.h): a native producer
+ *    evicting or clearing objects, a native close or last release. There it takes the
+ *    GIL with PyGILState_Ensure() (holds_gil() tells whether this thread already holds
+ *    it), unless the interpreter is exiting: from then on no native thread touches a
+ *    Python object, and what it drops is left to the exiting process (see "The process").
+ *    Frames are freed without the GIL.
  *  - The read-ahead fields change only with the GIL held (refills never wait);
  *    ahead_deliver's atomic add on the core's delivery counter needs no lock.
  *    The core never calls it with its lock held, so taking the GIL there cannot
@@ -60,6 +65,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -105,10 +111,9 @@ typedef struct {
     PyTypeObject *iterator_type;   /* bpstream._bpstream.StreamIterator */
     PyObject *policy_enum;         /* bpstream.Policy (an enum.StrEnum) */
     PyObject *policy_members[N_POLICIES];  /* indexed by bps_policy */
-    unsigned long main_thread;     /* threading.main_thread().ident */
 } module_state;
 
-typedef struct {
+typedef struct StreamObject {
     PyObject_HEAD
     bps_stream *stream;            /* NULL until __init__; then ours until dealloc */
     module_state *state;           /* borrowed: our type keeps the module alive */
@@ -125,6 +130,9 @@ typedef struct {
     Py_ssize_t ahead_count;
     Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
     Py_ssize_t live_iterators;     /* iterators alive: the last one hands back leftovers */
+    int handed_to_native;          /* the C API gave native code a handle (a native producer) */
+    /* Every initialised StreamObject of the process, for the fork child (GIL held). */
+    struct StreamObject *prev_stream, *next_stream;
 } StreamObject;
 
 static struct PyModuleDef bpstream_module;
@@ -340,37 +348,138 @@ item_discard(void *item)
     }
 }
 
-/* The stream's release callback: drops the stream's reference to one item. May run
- * on a thread without the GIL; never runs with the stream's lock held. Frames are
- * freed without the GIL. */
-/* 1 if this thread holds the GIL. Not PyGILState_Check(): that one always says 1 once
- * any subinterpreter exists, which would let a native thread Py_DECREF unprotected. */
+/* ------------------------------------------------------------------------- */
+/* The process: who holds the GIL, interpreter exit, fork                    */
+/* ------------------------------------------------------------------------- */
+
+/* The thread that runs signal handlers (threading.main_thread()): set at import, and
+ * again in a forked child, whose only thread is its main thread however it was forked.
+ * Read and written with the GIL held. */
+static unsigned long main_thread_ident;
+
+/* Every initialised StreamObject (stream_setup adds, dealloc removes; GIL held), so a
+ * forked child can put right what the fork left behind (after_fork_child). */
+static StreamObject *all_streams;
+
+/* 1 if THIS thread holds the GIL. On 3.12+ the thread state is thread-local and non-NULL
+ * exactly while attached. On 3.11 _PyThreadState_UncheckedGet() names the thread that
+ * holds the GIL, whichever it is, so it is compared with this thread's own state.
+ * (Not PyGILState_Check(): it says 1 for everyone once a subinterpreter exists.) */
 static inline int
 holds_gil(void)
 {
 #if PY_VERSION_HEX >= 0x030D0000
     return PyThreadState_GetUnchecked() != NULL;
-#else
+#elif PY_VERSION_HEX >= 0x030C0000
     return _PyThreadState_UncheckedGet() != NULL;
+#else
+    PyThreadState *mine = PyGILState_GetThisThreadState();
+    return mine != NULL && mine == _PyThreadState_UncheckedGet();
 #endif
 }
 
+/* Interpreter exit, a handshake between native threads that release Python objects and
+ * the exiting interpreter (both sides sequentially consistent):
+ *  - a native thread counts itself in native_releasers, THEN reads interpreter_exiting:
+ *    set, it leaves the object alone and counts itself out; clear, it takes the GIL
+ *    (PyGILState_Ensure), releases, gives the GIL back, and counts itself out;
+ *  - at exit (an atexit callback: before finalization, while the GIL can still be taken)
+ *    the interpreter sets interpreter_exiting, THEN waits, GIL released, until
+ *    native_releasers is 0.
+ * So either the native thread sees the flag, or the exit waits for it to be done: no
+ * native thread ever takes the GIL of a finalizing interpreter (3.11 would end that thread
+ * with pthread_exit inside our core, its locks held). */
+static atomic_int interpreter_exiting;
+static atomic_long native_releasers;
+static atomic_long objects_left_at_exit;   /* dropped by native threads after exit began */
+
+// Steals object. From a thread that does not hold the GIL.
+static void
+release_object_without_gil(PyObject *object)
+{
+    atomic_fetch_add(&native_releasers, 1);
+    if (atomic_load(&interpreter_exiting)) {
+        atomic_fetch_add(&objects_left_at_exit, 1);
+    }
+    else {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        Py_DECREF(object);
+        PyGILState_Release(gil);
+    }
+    atomic_fetch_sub(&native_releasers, 1);
+}
+
+/* The stream's release callback: drops the stream's reference to one item (steals it).
+ * Runs on the thread whose call dropped it, with or without the GIL, never with the
+ * stream's lock held (so taking the GIL here cannot deadlock against a GIL holder that
+ * waits for that lock). */
 static void
 release_item(void *item, void *context)
 {
     (void)context;
     if (bps_item_is_frame(item)) {
         bps_frame_free(item);
-        return;
     }
-    if (holds_gil()) {
+    else if (holds_gil()) {
         Py_DECREF((PyObject *)item);
     }
     else {
-        PyGILState_STATE gil = PyGILState_Ensure();
-        Py_DECREF((PyObject *)item);
-        PyGILState_Release(gil);
+        release_object_without_gil((PyObject *)item);
     }
+}
+
+PyDoc_STRVAR(at_exit_doc,
+"_at_exit($module, /)\n--\n\n"
+"Registered with atexit: from now on native threads leave Python objects alone;\n"
+"returns once none is releasing one.");
+
+static PyObject *
+bpstream_at_exit(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    atomic_store(&interpreter_exiting, 1);
+    if (atomic_load(&native_releasers) > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        while (atomic_load(&native_releasers) > 0) {
+            struct timespec pause = {0, 100 * 1000};
+            nanosleep(&pause, NULL);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static void stop_reader(StreamObject *self);
+
+PyDoc_STRVAR(after_fork_child_doc,
+"_after_fork_child($module, /)\n--\n\n"
+"Registered with os.register_at_fork(after_in_child=...): puts right what a fork\n"
+"left behind in the child.");
+
+/* In a forked child (GIL held, the only thread). The core already re-made every stream's
+ * lock and conditions (bpstream.h, fork), so streams work; what is left is ours:
+ *  - this thread is the main thread now, whichever thread forked;
+ *  - no thread of the parent waits here, nor releases an object;
+ *  - a stream fed by a native thread of the parent (a reader, or native code that took a
+ *    handle through the C API) has no producer any more: it is closed, so its consumers
+ *    drain what was buffered at the fork and stop instead of waiting forever. A reader's
+ *    fds are closed with it (bps_reader_stop in a child joins nothing). */
+static PyObject *
+bpstream_after_fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    main_thread_ident = PyThread_get_thread_ident();
+    atomic_store(&native_releasers, 0);
+    for (StreamObject *self = all_streams; self != NULL; self = self->next_stream) {
+        self->getters_waiting = 0;
+        if (self->reader != NULL) {
+            stop_reader(self);
+        }
+        else if (self->handed_to_native) {
+            (void)bps_stream_close(self->stream, 0);   /* drain, then stop */
+        }
+    }
+    Py_RETURN_NONE;
 }
 
 /* One blocking call's waiter, on the caller's C stack. */
@@ -414,7 +523,7 @@ gil_waiter_init(gil_waiter *w, StreamObject *self, int removes_items)
 {
     w->waiter.size = sizeof(bps_waiter);
     w->waiter.poll_interval_ns =
-        PyThread_get_thread_ident() == self->state->main_thread ? MAIN_THREAD_POLL_NS : 0;
+        PyThread_get_thread_ident() == main_thread_ident ? MAIN_THREAD_POLL_NS : 0;
     w->waiter.hook = gil_wait_hook;
     w->waiter.context = w;
     w->tstate = NULL;
@@ -591,23 +700,32 @@ truth(PyObject *obj, int default_value)
  *    deallocation. Delivered frames of at most BPS_FRAME_SHARED_MAX bytes are freed
  *    then too, all at once (their bytes were copied on delivery).
  *  - A batch is at most ahead_batch items (stream_ahead_batch): 256 and a quarter of the
- *    capacity for lossless policies; 64 and 1/16 for drop_oldest and drop_all, whose
- *    consumers want fresh items. Streams too small for that are read item by item.
+ *    capacity for block, reject and drop_newest; drop_oldest and drop_all, and streams
+ *    too small for a batch, are read item by item.
  *  - Refills never wait and never release the GIL: they take what is there (and only
  *    one item while other consumers are parked in the core, so those are never passed
  *    over). When there is nothing, the loop waits like get() for ONE item. So the
  *    read-ahead changes only with the GIL held, and no other thread sees it half made. */
 #define AHEAD_MAX 256
 
-/* The read-ahead batch for this policy and capacity (BPS_CAPACITY_UNBOUNDED: none). */
+/* The read-ahead batch for this policy and capacity (BPS_CAPACITY_UNBOUNDED: none).
+ *
+ * drop_oldest and drop_all never read ahead (batch 1: one core get per item): they drop
+ * the oldest UNDELIVERED items, and a reserved item sits in this object, out of reach of
+ * a producer (native ones hold no GIL), so a read-ahead would make them drop newer items
+ * or shed instead. The other policies never take a buffered item back, and their puts
+ * see a delivered item's room at once (the core absorbs deliveries before a put decides,
+ * bpstream.h), so for them the read-ahead is invisible: which item a policy drops, every
+ * stats field and whether a put waits are what one lock over one FIFO would give. */
 static Py_ssize_t
 stream_ahead_batch(bps_policy policy, int64_t capacity)
 {
-    int drops = policy == BPS_POLICY_DROP_OLDEST || policy == BPS_POLICY_DROP_ALL;
-    Py_ssize_t limit = drops ? AHEAD_MAX / 4 : AHEAD_MAX;
-    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? limit
-                       : (Py_ssize_t)(capacity / (drops ? 16 : 4));
-    return batch > limit ? limit : (batch < 1 ? 1 : batch);
+    if (policy == BPS_POLICY_DROP_OLDEST || policy == BPS_POLICY_DROP_ALL) {
+        return 1;
+    }
+    Py_ssize_t batch = capacity == BPS_CAPACITY_UNBOUNDED ? AHEAD_MAX
+                       : (Py_ssize_t)(capacity / 4);
+    return batch > AHEAD_MAX ? AHEAD_MAX : (batch < 1 ? 1 : batch);
 }
 
 /* Delivered small frames (at most BPS_FRAME_SHARED_MAX bytes: those that share their
@@ -679,23 +797,56 @@ do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
     return status;
 }
 
-// Returns a new reference (the item the stream held), or NULL with an exception.
-static inline PyObject *
-do_get(StreamObject *self, int64_t timeout_ns)
+// The next item for any consumer call on self (get, get_nowait, next): from the
+// read-ahead, else a refill of it (which never waits), else one item from the core,
+// waiting as timeout_ns says. Returns a new reference; or NULL with *status the core's
+// failure (no exception set), or NULL with an exception (*status BPS_OK).
+static PyObject *
+take_next(StreamObject *self, int64_t timeout_ns, bps_status *status)
 {
-    gil_waiter w;
-    void *item;
-    if (self->ahead_next < self->ahead_count) {
+    *status = BPS_OK;
+    if (self->ahead_next < self->ahead_count) {   /* the hot path */
         return ahead_deliver(self);
     }
     ahead_settle(self);
-    bps_status status = bps_stream_get(self->stream, timeout_ns,
-                                       timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1),
-                                       &item);
-    if (status == BPS_OK) {
-        return item_to_object(item);
+    if (self->ahead_batch > 1) {   /* refill: take what is there, without waiting */
+        if (self->ahead == NULL) {
+            self->ahead = PyMem_Malloc(sizeof(void *) * AHEAD_MAX);
+            if (self->ahead == NULL) {
+                return PyErr_NoMemory();
+            }
+        }
+        size_t count = 0;
+        bps_status reserved = bps_stream_reserve(self->stream, self->ahead,
+                                                 (size_t)self->ahead_batch, 0, NULL, &count);
+        if (reserved == BPS_OK) {
+            self->ahead_count = (Py_ssize_t)count;
+            self->ahead_next = 0;
+            return ahead_deliver(self);   /* count >= 1 */
+        }
+        if (reserved != BPS_EMPTY || timeout_ns == 0) {
+            *status = reserved;
+            return NULL;
+        }
     }
-    return stream_error(self, status);
+    /* Nothing there: wait like get() for one item. */
+    gil_waiter w;
+    void *item;
+    *status = bps_stream_get(self->stream, timeout_ns,
+                             timeout_ns == 0 ? NULL : gil_waiter_init(&w, self, 1), &item);
+    return *status == BPS_OK ? item_to_object(item) : NULL;
+}
+
+// Returns a new reference (the oldest item), or NULL with an exception.
+static inline PyObject *
+do_get(StreamObject *self, int64_t timeout_ns)
+{
+    bps_status status;
+    PyObject *item = take_next(self, timeout_ns, &status);
+    if (item == NULL && status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return item;
 }
 
 // BoundedStream.put's result: True stored, False shed. Returns a new reference.
@@ -750,6 +901,8 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->ahead_next = self->ahead_count = 0;
     self->ahead_batch = 1;
     self->live_iterators = 0;
+    self->handed_to_native = 0;
+    self->prev_stream = self->next_stream = NULL;
     return (PyObject *)self;
 }
 
@@ -783,6 +936,11 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
         return -1;
     }
     self->stream = stream;
+    self->next_stream = all_streams;
+    if (all_streams != NULL) {
+        all_streams->prev_stream = self;
+    }
+    all_streams = self;
     self->delivered = (intptr_t *)counter;
     self->policy = policy;
     self->ahead_batch = stream_ahead_batch(policy, capacity);
@@ -899,6 +1057,15 @@ stream_dealloc(StreamObject *self)
     }
     if (self->stream != NULL) {
         ahead_settle(self);   /* the read-ahead goes back: the close below releases it */
+        if (self->prev_stream != NULL) {
+            self->prev_stream->next_stream = self->next_stream;
+        }
+        else {
+            all_streams = self->next_stream;
+        }
+        if (self->next_stream != NULL) {
+            self->next_stream->prev_stream = self->prev_stream;
+        }
     }
     bps_stream *stream = self->stream;
     self->stream = NULL;
@@ -1349,34 +1516,13 @@ static PyObject *
 iterator_next(IteratorObject *it)
 {
     StreamObject *self = it->stream;
-    if (self->ahead_next < self->ahead_count) {   /* the hot path */
+    if (self->ahead_next < self->ahead_count) {   /* the hot path, inline */
         return ahead_deliver(self);
     }
-    void *item = NULL;
-    gil_waiter w;
-    bps_status status = BPS_EMPTY;
-    ahead_settle(self);
-    if (self->ahead_batch > 1) {   /* refill: take what is there, without waiting */
-        if (self->ahead == NULL) {
-            self->ahead = PyMem_Malloc(sizeof(void *) * AHEAD_MAX);
-            if (self->ahead == NULL) {
-                return PyErr_NoMemory();
-            }
-        }
-        size_t count = 0;
-        status = bps_stream_reserve(self->stream, self->ahead, (size_t)self->ahead_batch, 0,
-                                    NULL, &count);
-        if (status == BPS_OK) {
-            self->ahead_count = (Py_ssize_t)count;
-            self->ahead_next = 0;
-            return ahead_deliver(self);   /* count >= 1 */
-        }
-    }
-    if (status == BPS_EMPTY) {   /* nothing there: wait like get() for one item */
-        status = bps_stream_get(self->stream, -1, gil_waiter_init(&w, self, 1), &item);
-    }
-    if (status == BPS_OK) {
-        return item_to_object(item);
+    bps_status status;
+    PyObject *item = take_next(self, -1, &status);
+    if (item != NULL || status == BPS_OK) {
+        return item;
     }
     if (status == BPS_CLOSED) {
         return NULL;   /* StopIteration, without the cost of an exception */
@@ -2107,6 +2253,7 @@ capi_stream_handle(PyObject *obj)
         return NULL;
     }
     (void)bps_stream_retain(self->stream);
+    self->handed_to_native = 1;   /* a native producer: closed in a forked child */
     return self->stream;
 }
 
@@ -2134,6 +2281,8 @@ static const BPStream_CAPI bpstream_capi = {
 
 static PyMethodDef module_methods[] = {
     {"abi_version", bpstream_abi_version, METH_NOARGS, abi_version_doc},
+    {"_at_exit", bpstream_at_exit, METH_NOARGS, at_exit_doc},
+    {"_after_fork_child", bpstream_after_fork_child, METH_NOARGS, after_fork_child_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2148,6 +2297,53 @@ PyDoc_STRVAR(producer_error_doc,
 "error that is not an OS error; OS errors arrive as OSError with their errno.");
 PyDoc_STRVAR(policy_doc,
 "What a full stream does with the next put (a str enum: Policy.BLOCK == 'block').");
+
+/* Registers _at_exit with atexit and _after_fork_child with os.register_at_fork (see
+ * "The process"). Returns 0, or -1 with an exception. */
+static int
+register_process_hooks(PyObject *module)
+{
+    int rc = -1;
+    PyObject *at_exit = NULL, *after_fork = NULL, *result = NULL, *kwargs = NULL;
+    PyObject *atexit_module = NULL, *os_module = NULL, *register_at_fork = NULL;
+    if ((at_exit = PyObject_GetAttrString(module, "_at_exit")) == NULL
+        || (after_fork = PyObject_GetAttrString(module, "_after_fork_child")) == NULL
+        || (atexit_module = PyImport_ImportModule("atexit")) == NULL
+        || (os_module = PyImport_ImportModule("os")) == NULL) {
+        goto done;
+    }
+    result = PyObject_CallMethod(atexit_module, "register", "O", at_exit);
+    if (result == NULL) {
+        goto done;
+    }
+    Py_CLEAR(result);
+    register_at_fork = PyObject_GetAttrString(os_module, "register_at_fork");
+    if (register_at_fork == NULL) {   /* no fork on this platform */
+        PyErr_Clear();
+        rc = 0;
+        goto done;
+    }
+    kwargs = Py_BuildValue("{sO}", "after_in_child", after_fork);
+    if (kwargs == NULL) {
+        goto done;
+    }
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL) {
+        goto done;
+    }
+    result = PyObject_Call(register_at_fork, no_args, kwargs);
+    Py_DECREF(no_args);
+    rc = result == NULL ? -1 : 0;
+done:
+    Py_XDECREF(result);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(register_at_fork);
+    Py_XDECREF(os_module);
+    Py_XDECREF(atexit_module);
+    Py_XDECREF(after_fork);
+    Py_XDECREF(at_exit);
+    return rc;
+}
 
 // Returns a new reference: the class bpstream.Policy, an enum.StrEnum.
 static PyObject *
@@ -2225,8 +2421,8 @@ bpstream_exec(PyObject *module)
     if (ident == NULL) {
         goto done;
     }
-    st->main_thread = PyLong_AsUnsignedLong(ident);
-    if (st->main_thread == (unsigned long)-1 && PyErr_Occurred()) {
+    main_thread_ident = PyLong_AsUnsignedLong(ident);
+    if (main_thread_ident == (unsigned long)-1 && PyErr_Occurred()) {
         goto done;
     }
 
@@ -2309,6 +2505,9 @@ bpstream_exec(PyObject *module)
     }
     st->iterator_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &iterator_spec, NULL);
     if (st->iterator_type == NULL) {
+        goto done;
+    }
+    if (register_process_hooks(module) < 0) {
         goto done;
     }
     rc = 0;
