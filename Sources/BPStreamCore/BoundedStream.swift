@@ -83,9 +83,23 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         self.policy = policy
         self.onDrop = onDrop
         self.state = StreamStateMachine(capacity: capacity, policy: policy, now: MonotonicClock.now())
+        ForkRegistry.register(
+            ForkMember(lock: lock, conditions: [notFull, notEmpty, allTasksDone]) {
+                [unowned(unsafe) self] in self.forgetWaitersAfterFork()
+            },
+            for: ObjectIdentifier(self))
+    }
+
+    /// In a forked child (`ForkRegistry`): the threads that waited on this stream, spun on
+    /// it or were counted as parked stayed in the parent.
+    func forgetWaitersAfterFork() {
+        state.forgetWaiters()
+        spinning.store(0, ordering: .relaxed)
+        spinMisses = (0, 0)
     }
 
     deinit {
+        ForkRegistry.unregister(ObjectIdentifier(self))
         deliveredMarks.deinitialize(count: 1)
         deliveredMarks.deallocate()
         // Exclusive access: no other reference exists, so no lock is needed.

@@ -30,6 +30,16 @@ final class PthreadLock {
     init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
+        Self.initialize(mutex)
+    }
+
+    /// In a forked child only (its one thread): the mutex may have been held by a thread
+    /// of the parent (`ForkRegistry`), so it is made anew, unlocked.
+    func reinitializeAfterFork() {
+        Self.initialize(mutex)
+    }
+
+    private static func initialize(_ mutex: UnsafeMutablePointer<pthread_mutex_t>) {
         var attr = pthread_mutexattr_t()
         pthread_mutexattr_init(&attr)
         #if os(Linux)
@@ -72,6 +82,15 @@ final class PthreadCondition {
     init() {
         cond = .allocate(capacity: 1)
         cond.initialize(to: pthread_cond_t())
+        Self.initialize(cond)
+    }
+
+    /// In a forked child only: its waiters were threads of the parent (`ForkRegistry`).
+    func reinitializeAfterFork() {
+        Self.initialize(cond)
+    }
+
+    private static func initialize(_ cond: UnsafeMutablePointer<pthread_cond_t>) {
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         #if !canImport(Darwin)

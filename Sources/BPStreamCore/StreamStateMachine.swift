@@ -391,6 +391,16 @@ struct StreamStateMachine<Element> {
         return action
     }
 
+    /// In a forked child: the parked threads counted here stayed in the parent.
+    @usableFromInline
+    mutating func forgetWaiters() {
+        waitingProducers = 0
+        recheckingProducers = 0
+        longestRecheck = 0
+        waitingConsumers = 0
+        waitingJoiners = 0
+    }
+
     // MARK: tasks (queue.Queue's task_done / join)
 
     /// Marks `count` unfinished tasks finished; returns whether joiners must be woken.
