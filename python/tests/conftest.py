@@ -5,8 +5,10 @@ Run from the repository root with `PYTHONPATH=python python3 -m pytest python/te
 """
 
 import faulthandler
+import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -53,6 +55,35 @@ def hang_guard():
     faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=_hang_report)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_PY = ROOT / "examples" / "native_producer" / "build.py"
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tokens(tmp_path_factory):
+    """The example native producer (examples/native_producer/tokens.c: a pthread feeding a
+    stream through the C API capsule), compiled once into a temporary folder and imported.
+    `tokens.__file__` lets a child interpreter import it too."""
+    builder = _load("bpstream_example_build", BUILD_PY)
+    out = tmp_path_factory.mktemp("tokens")
+    try:
+        path = builder.build(str(out))
+    except FileNotFoundError as exc:  # no C compiler on this machine
+        pytest.skip(f"cannot build the example extension: {exc}")
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"examples/native_producer/tokens.c does not compile: {exc}")
+    module = _load("tokens", path)
+    sys.modules.setdefault("tokens", module)
+    return module
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ every way a consumer can stop; and Python objects in the same stream released ex
 
 import errno
 import gc
-import importlib.util
 import queue
-import subprocess
 import sys
 import threading
 import time
@@ -32,34 +30,8 @@ from support import (
     refcounts,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_PY = ROOT / "examples" / "native_producer" / "build.py"
-
 # A count no test ever reaches: the producer runs until the consumer stops it.
 FOREVER = 10**12
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tokens(tmp_path_factory):
-    """The example extension, compiled once into a temporary folder and imported."""
-    builder = _load("bpstream_example_build", BUILD_PY)
-    out = tmp_path_factory.mktemp("tokens")
-    try:
-        path = builder.build(str(out))
-    except FileNotFoundError as exc:  # no C compiler on this machine
-        pytest.skip(f"cannot build the example extension: {exc}")
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"examples/native_producer/tokens.c does not compile: {exc}")
-    module = _load("tokens", path)
-    sys.modules.setdefault("tokens", module)
-    return module
 
 
 @pytest.fixture
