@@ -35,6 +35,12 @@
  * THREADS
  *  - Every function may be called from any thread, concurrently, on the same
  *    stream, as long as the caller holds a reference (create or retain).
+ *  - fork(): every stream's lock is taken around the fork (pthread_atfork), so a
+ *    child never inherits one held by a thread it does not have. In the child each
+ *    stream holds the items it held at the fork and works as usual; the parent's
+ *    threads (and their waits) are gone. A reader's thread is one of them: in a
+ *    child, bps_reader_stop joins nothing (see Readers). Closing streams whose
+ *    producers stayed in the parent is the child's business.
  *  - The stream never calls caller code while holding its lock, with ONE
  *    documented exception: bps_stream_visit (a garbage collector's traversal).
  *
@@ -258,7 +264,13 @@ bps_status bps_stream_get_many(bps_stream *stream, void **out_items, size_t max_
  * counted in the stream's depth (and hold their room against the capacity) until
  * bps_stream_settle reports them. A consumer that delivers items one by one (a language
  * binding's iterator) takes a batch in one call without the stream ever holding more
- * than its capacity, and can hand back what it did not deliver. */
+ * than its capacity, and can hand back what it did not deliver.
+ * Reserved items are out of reach of drop_oldest and drop_all, which evict or clear only
+ * buffered items (with everything reserved, they shed the new item): a consumer that must
+ * stay invisible to those policies does not reserve on such streams (the Python binding
+ * reads them item by item). On every policy a put decides on the exact depth: delivered
+ * marks (bps_stream_mark_delivered) are absorbed first whenever they could change its
+ * outcome or the peak depth, so a put never waits, sheds or rejects while there is room. */
 bps_status bps_stream_reserve(bps_stream *stream, void **out_items, size_t max_items,
                               int64_t timeout_ns, const bps_waiter *waiter, size_t *out_count);
 
