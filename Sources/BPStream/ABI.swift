@@ -478,9 +478,10 @@ public func abiReaderStartEx(
                        maxLine: config.pointee.max_line, outReader)
 }
 
-/// The longest line a reader accepts by default, and at most (bpstream.h).
-private let readerMaxLineDefault = 64 << 20  // BPS_READER_MAX_LINE_DEFAULT
-private let readerMaxLineMaximum = Frame.maximumLength  // BPS_READER_MAX_LINE_MAX
+/// The longest line a reader accepts by default, and at most (bpstream.h). The maximum is
+/// Frame.maximumLength: a line is one frame.
+private let readerMaxLineDefault = Int(BPS_READER_MAX_LINE_DEFAULT)
+private let readerMaxLineMaximum = Swift.min(Int(BPS_READER_MAX_LINE_MAX), Frame.maximumLength)
 
 /// Both reader starts. Takes `fd` on every status. `maxLine` 0: the default.
 private func startReader(

@@ -384,9 +384,10 @@ typedef enum bps_framing {
 /* The longest line (LINES framing, '\n' included) a reader accepts when max_line is 0:
  * 64 MiB, far beyond any text or JSON line, while a source that never sends a newline
  * (/dev/zero, a binary file, a stuck peer) costs at most that much memory. */
-#define BPS_READER_MAX_LINE_DEFAULT ((size_t)64 << 20)
-/* The largest max_line accepted (2^48: beyond any allocation, "no limit" in practice). */
-#define BPS_READER_MAX_LINE_MAX ((size_t)1 << 48)
+#define BPS_READER_MAX_LINE_DEFAULT ((size_t)67108864u)
+/* The largest max_line accepted (2^48: beyond any allocation, "no limit" in practice).
+ * (Literals, not shifts: Swift's importer evaluates (size_t)1 << 48 to 0.) */
+#define BPS_READER_MAX_LINE_MAX ((size_t)281474976710656ull)
 
 /* Reader parameters. Zero it, then set size = sizeof(bps_reader_config) so it can grow. */
 typedef struct bps_reader_config {
