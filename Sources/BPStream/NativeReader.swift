@@ -45,11 +45,16 @@ final class NativeReader: @unchecked Sendable {
         case file
         /// Sockets: `recv(..., MSG_DONTWAIT)`, nonblocking per call; no flag changes.
         case socket
-        /// Pipes and FIFOs: our OWN open file description, opened through /proc/self/fd/N
-        /// with O_NONBLOCK (a pipe reopened there is the same pipe, checked by device and
-        /// inode, and its O_NONBLOCK is ours alone). EAGAIN sends the thread back to `poll`.
-        /// What the caller may notice: this description is a reader of the pipe until the
-        /// reader stops, so writers see EPIPE only then (as with the dup before).
+        /// Pipes and FIFOs: reads go through our OWN open file description, opened through
+        /// /proc/self/fd/N with O_NONBLOCK (a pipe reopened there is the same pipe, checked
+        /// by device and inode, and its O_NONBLOCK is ours alone); EAGAIN sends the thread
+        /// back to `poll`. `poll` still watches the dup of the caller's description, whose
+        /// end of input is the one the caller sees: Linux reports no POLLHUP to a FIFO
+        /// description opened while the FIFO had no writer until a writer has come and gone,
+        /// so polling our own would miss the end after a writer that left before we opened
+        /// it, and reading first would end a FIFO the caller opened (O_NONBLOCK) before any
+        /// writer came. What the caller may notice: our description is a reader of the pipe
+        /// until the reader stops, so writers see EPIPE only then (as with the dup alone).
         case ownDescription
         /// The fallback: `poll`, then a plain `read` on the caller's description. For
         /// character devices (ttys, /dev/zero: see `prepare`), sources /proc cannot reopen
@@ -61,7 +66,11 @@ final class NativeReader: @unchecked Sendable {
     }
 
     private let stream: ItemStream
+    /// The fd the thread reads, and the fd its `poll` watches: the same but for
+    /// `.ownDescription`, where `pollFD` is the dup of the caller's description. The thread
+    /// closes both when it ends.
     private let fd: Int32
+    private let pollFD: Int32
     private let access: Access
     private let splitLines: Bool
     private let readSize: Int
@@ -88,11 +97,12 @@ final class NativeReader: @unchecked Sendable {
     /// Frames per put: the reader pays one stream lock per batch.
     private static let batchSize = 256
 
-    private init(stream: ItemStream, fd: Int32, access: Access, splitLines: Bool, readSize: Int,
-                 maxLine: Int, wake: (Int32, Int32))
+    private init(stream: ItemStream, fd: Int32, pollFD: Int32, access: Access, splitLines: Bool,
+                 readSize: Int, maxLine: Int, wake: (Int32, Int32))
     {
         self.stream = stream
         self.fd = fd
+        self.pollFD = pollFD
         self.access = access
         self.splitLines = splitLines
         self.readSize = readSize
@@ -117,8 +127,9 @@ final class NativeReader: @unchecked Sendable {
             return .failure(OSError(code: code))
         }
         let (source, access) = prepare(fd)
-        let reader = NativeReader(stream: stream, fd: source, access: access, splitLines: splitLines,
-                                  readSize: readSize, maxLine: maxLine, wake: pair)
+        let reader = NativeReader(stream: stream, fd: source, pollFD: fd, access: access,
+                                  splitLines: splitLines, readSize: readSize, maxLine: maxLine,
+                                  wake: pair)
         let context = Unmanaged.passRetained(reader).toOpaque()
         let err = pthread_create(&reader.thread, nil, { context in
             let reader = Unmanaged<NativeReader>.fromOpaque(context!).takeRetainedValue()
@@ -133,14 +144,15 @@ final class NativeReader: @unchecked Sendable {
             reader.joined = true  // no thread: deinit must not stop (close) the stream
             close(pair.0)
             close(pair.1)
-            close(source)
+            reader.closeSource()
             return .failure(OSError(code: err))
         }
         return .success(reader)
     }
 
     /// Chooses how to read `fd` (see `Access`); returns the fd to read, which may be a new
-    /// one (then `fd` is closed). Never changes a flag of the caller's open file description.
+    /// one (`fd` stays open: it is the one to poll). Never changes a flag of the caller's
+    /// open file description.
     private static func prepare(_ fd: Int32) -> (Int32, Access) {
         // FD_CLOEXEC is a flag of this fd number, not of the description: the caller's own fd
         // is untouched. bpstream's Python side passes an fd that has it already (os.dup).
@@ -167,7 +179,6 @@ final class NativeReader: @unchecked Sendable {
                 close(own)
                 return (fd, .shared)
             }
-            close(fd)
             return (own, .ownDescription)
         default:
             // Character devices too: reopening one may open ANOTHER object (/dev/ptmx makes
@@ -200,7 +211,7 @@ final class NativeReader: @unchecked Sendable {
     /// (copied with the parent's memory) are unreachable here and are not freed.
     private func abandonInForkChild() {
         stream.close()
-        if !sourceReleased.load(ordering: .acquiring) { close(fd) }
+        if !sourceReleased.load(ordering: .acquiring) { closeSource() }
         close(wake.0)
         close(wake.1)
         if !threadReleased.load(ordering: .acquiring) {
@@ -217,22 +228,28 @@ final class NativeReader: @unchecked Sendable {
 
     // MARK: - The thread
 
+    /// Closes the source's fds (one, or two for `.ownDescription`).
+    private func closeSource() {
+        close(fd)
+        if pollFD != fd { close(pollFD) }
+    }
+
     private func run() {
         defer {
             sourceReleased.store(true, ordering: .releasing)
-            close(fd)
+            closeSource()
         }
         var work = Work(batchSize: Self.batchSize, readSize: readSize)
         defer { work.deallocate() }
         guard work.isAllocated else { return fail(ENOMEM) }
         let buffer: UnsafeMutableRawPointer = work.buffer
-        var polls = (pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+        var polls = (pollfd(fd: pollFD, events: Int16(POLLIN), revents: 0),
                      pollfd(fd: wake.0, events: Int16(POLLIN), revents: 0))
-        // .shared must poll before every read (a read there may block); the others read
-        // until EAGAIN, then poll. Reading first also sees the end of a FIFO whose writer
-        // left before we reopened it (poll reports no POLLHUP to such a description).
+        // .shared must poll before every read (a read there may block). The others poll
+        // first (a regular file never: it is always ready), then read until EAGAIN, then
+        // poll again: one poll per burst, not per read.
         let alwaysPoll = access == .shared
-        var mustPoll = alwaysPoll
+        var mustPoll = access != .file
 
         while true {
             if stopping.load(ordering: .acquiring) { return }

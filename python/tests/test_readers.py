@@ -788,6 +788,24 @@ def test_a_fifo_whose_writer_left_before_the_reader_started_ends(tmp_path):
         os.close(r)
 
 
+def test_a_fifo_opened_before_any_writer_waits_for_one(tmp_path):
+    """A FIFO the caller opened with O_NONBLOCK before any writer came: the stream waits for
+    a writer (as poll on the caller's fd does), then ends when the writer leaves."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        s = bpstream.read_lines(r)
+        time.sleep(0.3)
+        assert not s.closed and len(s) == 0, "the stream ended before any writer came"
+        w = os.open(path, os.O_WRONLY)
+        os.write(w, b"late\n")
+        os.close(w)
+        assert finishes(list, s) == [b"late\n"]
+    finally:
+        os.close(r)
+
+
 def _is_open(fd):
     try:
         fcntl.fcntl(fd, fcntl.F_GETFD)
@@ -952,7 +970,7 @@ def test_closing_a_readers_stream_in_a_forked_child_does_not_wait_for_its_thread
             elapsed = time.monotonic() - start
             closed_fds = fds - len(os.listdir("/proc/self/fd"))
             code = 2 if elapsed > 1.0 else 3 if list(s) != [b"hello\n", b"two\n"] else \
-                4 if closed_fds < 3 else 0  # source + the two ends of the wake-up channel
+                4 if closed_fds < 3 else 0  # source(s) + the two ends of the wake-up channel
         finally:
             os._exit(code)
     deadline = time.monotonic() + 10
