@@ -462,7 +462,34 @@ public func abiReaderStart(
     _ stream: OpaquePointer?, _ fd: Int32, _ framing: bps_framing, _ chunkSize: Int,
     _ outReader: UnsafeMutablePointer<OpaquePointer?>?
 ) -> bps_status {
+    startReader(stream, fd, framing, chunkSize, maxLine: 0, outReader)
+}
+
+@_cdecl("bps_reader_start_ex")
+public func abiReaderStartEx(
+    _ stream: OpaquePointer?, _ fd: Int32, _ config: UnsafePointer<bps_reader_config>?,
+    _ outReader: UnsafeMutablePointer<OpaquePointer?>?
+) -> bps_status {
+    guard let config, config.pointee.size >= MemoryLayout<bps_reader_config>.size else {
+        if fd >= 0 { close(fd) }
+        return BPS_INVALID_ARGUMENT
+    }
+    return startReader(stream, fd, config.pointee.framing, config.pointee.chunk_size,
+                       maxLine: config.pointee.max_line, outReader)
+}
+
+/// The longest line a reader accepts by default, and at most (bpstream.h). The maximum is
+/// Frame.maximumLength: a line is one frame.
+private let readerMaxLineDefault = Int(BPS_READER_MAX_LINE_DEFAULT)
+private let readerMaxLineMaximum = Swift.min(Int(BPS_READER_MAX_LINE_MAX), Frame.maximumLength)
+
+/// Both reader starts. Takes `fd` on every status. `maxLine` 0: the default.
+private func startReader(
+    _ stream: OpaquePointer?, _ fd: Int32, _ framing: bps_framing, _ chunkSize: Int, maxLine: Int,
+    _ outReader: UnsafeMutablePointer<OpaquePointer?>?
+) -> bps_status {
     guard let stream, let outReader, fd >= 0, chunkSize >= 1, chunkSize <= StreamLimits.maximumCapacity,
+          maxLine >= 0, maxLine <= readerMaxLineMaximum,
           framing == BPS_FRAMING_LINES || framing == BPS_FRAMING_CHUNKS
     else {
         if fd >= 0 { close(fd) }
@@ -470,7 +497,8 @@ public func abiReaderStart(
     }
     let itemStream = Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream)).takeUnretainedValue()
     switch NativeReader.start(
-        stream: itemStream, fd: fd, splitLines: framing == BPS_FRAMING_LINES, readSize: chunkSize)
+        stream: itemStream, fd: fd, splitLines: framing == BPS_FRAMING_LINES, readSize: chunkSize,
+        maxLine: maxLine == 0 ? readerMaxLineDefault : maxLine)
     {
     case .success(let reader):
         outReader.pointee = OpaquePointer(Unmanaged.passRetained(reader).toOpaque())

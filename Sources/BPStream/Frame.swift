@@ -46,6 +46,17 @@ enum Frame {
         return fill(block + word, copying: data, length: length)
     }
 
+    /// Bytes before the data in a standalone frame's block: owner and length.
+    static let standaloneHeader = 2 * word
+
+    /// Makes a standalone frame item of a malloc'd `block` whose data (`length` bytes, at
+    /// most `maximumLength`) the caller wrote at `block + standaloneHeader`: no copy. The
+    /// block is the frame's from here on (freed with it).
+    static func adopt(_ block: UnsafeMutableRawPointer, length: Int) -> UnsafeMutableRawPointer {
+        block.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+        return fill(block + word, copying: nil, length: length)
+    }
+
     /// Frame items for `ranges` (data, length), handed to `sink` in order: the small ones
     /// in one slab, the others standalone. False (and nothing handed over) if a length is
     /// beyond `maximumLength` or malloc failed.
@@ -65,28 +76,38 @@ enum Frame {
         if shared > 1 && slab == nil { return false }
         let inSlab = { (length: Int) in slab != nil && length <= sharedMaximum }
         // Standalone frames next, before anything is handed over, so a failed malloc can
-        // still undo everything.
-        var standalone: [UnsafeMutableRawPointer] = []
+        // still undo everything. Their list is malloc'd too (only when there are any): a
+        // native producer's allocation failure must be a status, never a Swift trap.
+        let large = ranges.count - (slab == nil ? 0 : shared)
+        let standalone = large == 0 ? nil
+            : malloc(large * word)?.bindMemory(to: UnsafeMutableRawPointer.self, capacity: large)
+        if large > 0 && standalone == nil {
+            Glibc.free(slab)
+            return false
+        }
+        defer { Glibc.free(standalone) }
+        var made = 0
         for (data, length) in ranges where !inSlab(length) {
             guard let item = make(copying: data, length: length) else {
-                for item in standalone { free(item) }
+                for item in UnsafeBufferPointer(start: standalone, count: made) { free(item) }
                 Glibc.free(slab)
                 return false
             }
-            standalone.append(item)
+            standalone![made] = item
+            made += 1
         }
         if let slab {
             slab.assumingMemoryBound(to: Atomic<Int>.self).initialize(to: Atomic(shared))
         }
         var cursor = slab.map { $0 + word }  // the next frame's place in the slab
-        var next = standalone.startIndex
+        var next = 0
         for (data, length) in ranges {
             if inSlab(length), let slab, let place = cursor {
                 place.storeBytes(of: slab, as: UnsafeMutableRawPointer?.self)
                 sink(fill(place + word, copying: data, length: length))
                 cursor = place + footprint(length)
             } else {
-                sink(standalone[next])
+                sink(standalone![next])
                 next += 1
             }
         }

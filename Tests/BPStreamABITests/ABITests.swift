@@ -1244,6 +1244,92 @@ final class ABITests: XCTestCase {
         assertStatus(bps_reader_stop(nil), BPS_INVALID_ARGUMENT)
     }
 
+    private func readerConfig(_ framing: bps_framing = BPS_FRAMING_LINES, chunk: Int = 64,
+                              maxLine: Int = 0) -> bps_reader_config {
+        var config = bps_reader_config()
+        config.size = MemoryLayout<bps_reader_config>.size
+        config.framing = framing
+        config.chunk_size = chunk
+        config.max_line = maxLine
+        return config
+    }
+
+    func testReaderMaxLineDefaults() {
+        XCTAssertEqual(Int(BPS_READER_MAX_LINE_DEFAULT), 64 << 20)
+        XCTAssertEqual(Int(BPS_READER_MAX_LINE_MAX), 1 << 48)
+    }
+
+    func testReaderEndsTheStreamWithEMSGSIZEAfterTheLinesBeforeATooLongLine() {
+        let stream = makeStream(config(capacity: 16))
+        let (r, w) = makePipe()
+        defer { close(w) }
+        var reader: OpaquePointer?
+        var cfg = readerConfig(chunk: 4, maxLine: 8)
+        assertStatus(bps_reader_start_ex(stream, r, &cfg, &reader), BPS_OK)
+        write(w, "1234567\nab\n123456789")  // 8 bytes with its newline: the limit exactly
+        let (frames, end) = readAll(stream)
+        XCTAssertEqual(frames.map { String(decoding: $0, as: UTF8.self) }, ["1234567\n", "ab\n"])
+        assertStatus(end, BPS_FAILED)
+        var code: Int32 = 0
+        var buffer = [CChar](repeating: 0, count: 128)
+        assertStatus(bps_stream_failure(stream, &code, &buffer, 128, nil), BPS_OK)
+        XCTAssertEqual(code, EMSGSIZE)
+        XCTAssertTrue(cString(buffer).contains("max_line (8 bytes)"), cString(buffer))
+        assertStatus(bps_reader_stop(reader), BPS_OK)
+    }
+
+    func testReaderStartExRejectsBadConfigsAndStillClosesTheFd() {
+        let stream = makeStream(config(capacity: 4))
+        var reader: OpaquePointer? = OpaquePointer(bitPattern: 0xBAD0)
+        var small = readerConfig()
+        small.size = MemoryLayout<bps_reader_config>.size - 1
+        let cases: [(String, bps_reader_config?)] = [
+            ("NULL config", nil),
+            ("size too small", small),
+            ("max_line too big", readerConfig(maxLine: (1 << 48) + 1)),
+            ("max_line negative as size_t", readerConfig(maxLine: -1)),
+            ("chunk 0", readerConfig(chunk: 0)),
+            ("framing 7", readerConfig(bps_framing(rawValue: 7))),
+        ]
+        for (what, cfg) in cases {
+            let (r, w) = makePipe()
+            var copy = cfg ?? readerConfig()
+            let status = cfg == nil ? bps_reader_start_ex(stream, r, nil, &reader)
+                                    : bps_reader_start_ex(stream, r, &copy, &reader)
+            assertStatus(status, BPS_INVALID_ARGUMENT, what)
+            XCTAssertFalse(isOpen(r), "\(what): the fd is the reader's on every status")
+            close(w)
+        }
+        XCTAssertEqual(reader, OpaquePointer(bitPattern: 0xBAD0))
+    }
+
+    func testReaderStopsAtOnceWhileOthersReadTheSamePipe() {
+        // Twenty readers of one pipe (dups of one description) and twenty bursts: most
+        // readers find the bytes gone when they read. None may be left blocked in a read.
+        let (r, w) = makePipe()
+        defer { close(w) }
+        var streams: [OpaquePointer] = []
+        var readers: [OpaquePointer] = []
+        for _ in 0..<20 {
+            let stream = makeStream(config(capacity: 1024, release: { item, _ in bps_frame_free(item) }))
+            var reader: OpaquePointer?
+            assertStatus(bps_reader_start(stream, dup(r), BPS_FRAMING_LINES, 64, &reader), BPS_OK)
+            streams.append(stream)
+            readers.append(reader!)
+        }
+        let flags = fcntl(r, F_GETFL)
+        for _ in 0..<20 { write(w, "x\n") }
+        usleep(200_000)
+        XCTAssertEqual(fcntl(r, F_GETFL), flags, "the caller's description is unchanged")
+        XCTAssertEqual(flags & O_NONBLOCK, 0)
+        let handles = readers.map { Handle(raw: $0) }
+        let start = now()
+        let stopped = onThread(timeout: 10) { for handle in handles { _ = bps_reader_stop(handle.raw) } }
+        XCTAssertTrue(stopped, "a reader of a shared pipe could not be stopped")
+        XCTAssertLessThan(now() - start, 1.0)
+        close(r)
+    }
+
     private func waitFor(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let deadline = now() + seconds
         while now() < deadline {

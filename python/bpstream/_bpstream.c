@@ -1687,20 +1687,21 @@ stream_get_policy(StreamObject *self, void *Py_UNUSED(closure))
 }
 
 PyDoc_STRVAR(stream_start_reader_doc,
-"_start_reader($self, fd, lines, size, /)\n"
+"_start_reader($self, fd, lines, size, max_line=0, /)\n"
 "--\n"
 "\n"
 "Start a native reader thread that reads fd and puts frames (one per line when\n"
 "lines is true, else one per read of at most size bytes) into this stream.\n"
-"Takes ownership of fd (closed when the reader ends, also on failure). Used by\n"
-"bpstream.read_lines and bpstream.read_chunks. close() and garbage collection\n"
-"stop and join the reader.");
+"A line longer than max_line bytes (0: the library's default, 64 MiB) ends the\n"
+"stream with OSError(EMSGSIZE). Takes ownership of fd (closed when the reader\n"
+"ends, also on failure). Used by bpstream.read_lines and bpstream.read_chunks.\n"
+"close() and garbage collection stop and join the reader.");
 
 static PyObject *
 stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "_start_reader expected 3 arguments, got %zd", nargs);
+    if (nargs != 3 && nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "_start_reader expected 3 or 4 arguments, got %zd", nargs);
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -1709,7 +1710,8 @@ stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     int lines = PyObject_IsTrue(args[1]);
     Py_ssize_t size = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (lines < 0 || (size == -1 && PyErr_Occurred())) {
+    Py_ssize_t max_line = nargs == 4 ? PyNumber_AsSsize_t(args[3], PyExc_OverflowError) : 0;
+    if (lines < 0 || (size == -1 && PyErr_Occurred()) || (max_line == -1 && PyErr_Occurred())) {
         if (fd >= 0 && fd <= INT32_MAX) {
             close((int)fd);   /* ours to close, whatever happens */
         }
@@ -1719,7 +1721,8 @@ stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "fd must be a non-negative int");
         return NULL;
     }
-    if (self->stream == NULL || self->reader != NULL || size < 1) {
+    if (self->stream == NULL || self->reader != NULL || size < 1 || max_line < 0
+        || (uint64_t)max_line > (uint64_t)BPS_READER_MAX_LINE_MAX) {
         close((int)fd);   /* ours to close, whatever happens */
         if (self->stream == NULL) {
             return not_initialized(self);
@@ -1728,13 +1731,22 @@ stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "size must be at least 1");
             return NULL;
         }
+        if (self->reader == NULL) {
+            PyErr_Format(PyExc_ValueError, "max_line must be between 1 and %llu (0: default)",
+                         (unsigned long long)BPS_READER_MAX_LINE_MAX);
+            return NULL;
+        }
         PyErr_SetString(PyExc_RuntimeError, "a reader already feeds this stream");
         return NULL;
     }
+    bps_reader_config config = {
+        .size = sizeof(bps_reader_config),
+        .framing = lines ? BPS_FRAMING_LINES : BPS_FRAMING_CHUNKS,
+        .chunk_size = (size_t)size,
+        .max_line = (size_t)max_line,
+    };
     bps_reader *reader = NULL;
-    bps_status status = bps_reader_start(self->stream, (int)fd,
-                                         lines ? BPS_FRAMING_LINES : BPS_FRAMING_CHUNKS,
-                                         (size_t)size, &reader);
+    bps_status status = bps_reader_start_ex(self->stream, (int)fd, &config, &reader);
     if (status != BPS_OK) {
         return stream_error(self, status);
     }

@@ -8,9 +8,11 @@ stream stopping the reader at once, leaving no thread and no fd behind.
 """
 
 import errno
+import fcntl
 import gc
 import os
 import pathlib
+import signal
 import socket
 import struct
 import subprocess
@@ -18,13 +20,14 @@ import sys
 import textwrap
 import threading
 import time
+import tty
 import weakref
 
 import pytest
 
 import bpstream
 from native_support import Resources, wait_until
-from support import WAKE_WITHIN, Item, check_identity, child_env, finishes
+from support import WAKE_WITHIN, Call, Item, check_identity, child_env, finishes
 
 # The spec says 100 ms; this bound only catches a reader that is not stopped at all.
 STOP_WITHIN = 2.0
@@ -641,3 +644,346 @@ def test_a_reader_that_cannot_start_leaves_the_stream_as_it_was():
     assert done.returncode == 0, done.stderr
     assert f"raised {errno.EMFILE}" in done.stdout
     assert "closed False items kept" in done.stdout
+
+
+# ----------------------------------------------------------------------------- shared sources
+# Several readers of one open file description (the caller's fd, more read_lines of it, a
+# child process): any of them may take the bytes another one's poll announced. Stopping a
+# reader must never wait for the source, and the caller's fd must stay as it was.
+
+# Run in a child interpreter, so a reader that cannot be stopped fails the test (timeout)
+# instead of hanging pytest at exit. Prints the slowest close in ms.
+SHARED = r"""
+import os, socket, sys, time
+import bpstream
+kind, n = sys.argv[1], int(sys.argv[2])
+if kind == "pipe":
+    r, w = os.pipe()
+    send = lambda data: os.write(w, data)
+elif kind == "socket":
+    r_sock, w_sock = socket.socketpair()
+    r, send = r_sock.fileno(), w_sock.sendall
+elif kind == "fifo":
+    path = sys.argv[3]
+    os.mkfifo(path)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(r, True)  # the caller's description is in blocking mode, as usual
+    w = os.open(path, os.O_WRONLY)
+    send = lambda data: os.write(w, data)
+readers = [bpstream.read_lines(r) for _ in range(n)]
+for i in range(200):
+    send(b"x\n")
+time.sleep(0.2)  # every reader has polled, read or lost the race by now
+slowest = 0.0
+for s in readers:
+    start = time.perf_counter()
+    s.close()
+    slowest = max(slowest, time.perf_counter() - start)
+got = sum(len(list(s)) for s in readers)
+assert got <= 200, got
+print(f"closed {n} readers, slowest close {slowest * 1e3:.3f} ms")
+"""
+
+
+@pytest.mark.parametrize("kind, n", [("pipe", 100), ("pipe", 2), ("socket", 50), ("fifo", 50)])
+def test_close_stops_readers_sharing_one_source(tmp_path, kind, n):
+    """Issue 7 §4: readers of one pipe (socket, FIFO) all woke for the same bytes; those
+    that lost the race blocked in read(), where close() could not reach them."""
+    args = [kind, str(n), str(tmp_path / "fifo")]
+    try:
+        done = subprocess.run([sys.executable, "-c", SHARED, *args], capture_output=True,
+                              text=True, env=child_env(), timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"closing {n} readers sharing one {kind} hung")
+    assert done.returncode == 0, done.stderr
+    print(done.stdout.strip())
+    slowest_ms = float(done.stdout.split()[-2])
+    assert slowest_ms < 1000, done.stdout  # the requirement is 100 ms; measured well below
+
+
+def test_the_caller_reading_its_own_pipe_does_not_stall_the_reader():
+    """The caller reads the same pipe as its readers (the bytes go to whoever reads first):
+    its read stays a blocking read, and close() still returns at once."""
+    r, w = os.pipe()
+    try:
+        flags = fcntl.fcntl(r, fcntl.F_GETFL)
+        res = Resources()
+        streams = [bpstream.read_lines(r) for _ in range(8)]
+        mine = Call(os.read, r, 1)  # the caller's own blocking read of its fd
+        mine.assert_blocked()  # blocks: no BlockingIOError, the description is unchanged
+        for _ in range(50):
+            os.write(w, b"y\n")
+        time.sleep(0.1)
+        start = time.monotonic()
+        for s in streams:
+            s.close()
+        elapsed = time.monotonic() - start
+        print(f"closed 8 readers in {elapsed * 1e3:.3f} ms")
+        assert elapsed < STOP_WITHIN
+        assert fcntl.fcntl(r, fcntl.F_GETFL) == flags
+        del streams, s
+        res.assert_back()
+        os.close(w)
+        w = -1
+        assert mine.outcome() in (b"", b"y", b"\n")  # some bytes, or the end of input
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def _pipe():
+    return os.pipe()
+
+
+def _socketpair():
+    a, b = socket.socketpair()
+    return a.detach(), b.detach()
+
+
+def _fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(r, True)
+    return r, os.open(path, os.O_WRONLY)
+
+
+def _pty():
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no CR: the bytes written arrive as they are
+    return master, slave
+
+
+@pytest.mark.parametrize("make", ["pipe", "socketpair", "fifo", "pty"])
+def test_the_callers_fd_flags_are_unchanged(tmp_path, make):
+    """read_lines(fd) must not turn the caller's fd nonblocking (O_NONBLOCK belongs to the
+    open file description, which a dup shares), nor change its close-on-exec flag."""
+    r, w = {"pipe": _pipe, "socketpair": _socketpair, "fifo": lambda: _fifo(tmp_path), "pty": _pty}[make]()
+    try:
+        status, fd_flags = fcntl.fcntl(r, fcntl.F_GETFL), fcntl.fcntl(r, fcntl.F_GETFD)
+        with bpstream.read_lines(r) as s:
+            os.write(w, b"hello\n")
+            assert s.get(timeout=WAKE_WITHIN) == b"hello\n"
+            assert fcntl.fcntl(r, fcntl.F_GETFL) == status
+            assert fcntl.fcntl(r, fcntl.F_GETFD) == fd_flags
+            assert os.get_blocking(r)
+            start = time.monotonic()
+        assert time.monotonic() - start < STOP_WITHIN
+        assert fcntl.fcntl(r, fcntl.F_GETFL) == status
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_fifo_whose_writer_left_before_the_reader_started_ends(tmp_path):
+    """The reader's own description of a FIFO opened after the last writer left gets no
+    POLLHUP from the kernel; it must still see the end of input (and the bytes before it)."""
+    r, w = _fifo(tmp_path)
+    os.write(w, b"one\ntwo\n")
+    os.close(w)
+    try:
+        assert finishes(list, bpstream.read_lines(r)) == [b"one\n", b"two\n"]
+    finally:
+        os.close(r)
+
+
+def test_a_fifo_opened_before_any_writer_waits_for_one(tmp_path):
+    """A FIFO the caller opened with O_NONBLOCK before any writer came: the stream waits for
+    a writer (as poll on the caller's fd does), then ends when the writer leaves."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        s = bpstream.read_lines(r)
+        time.sleep(0.3)
+        assert not s.closed and len(s) == 0, "the stream ended before any writer came"
+        w = os.open(path, os.O_WRONLY)
+        os.write(w, b"late\n")
+        os.close(w)
+        assert finishes(list, s) == [b"late\n"]
+    finally:
+        os.close(r)
+
+
+def _is_open(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+        return True
+    except OSError:
+        return False
+
+
+def test_readers_fds_are_close_on_exec(silent_pipe):
+    """A program another thread forks and execs meanwhile inherits none of the reader's
+    fds (its wake-up channel, its own description of the pipe)."""
+    def open_fds():  # without the one listdir used, closed by now
+        return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+
+    r, w = silent_pipe
+    before = open_fds()
+    with bpstream.read_lines(r) as s:
+        assert s.get(timeout=WAKE_WITHIN) == b"hello\n"
+        new = open_fds() - before
+        assert len(new) >= 2, new  # the wake-up channel, at least
+        for fd in new:
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, f"fd {fd} leaks into exec"
+
+
+# ----------------------------------------------------------------------------- max_line
+
+
+def test_a_line_longer_than_max_line_ends_the_stream_after_the_lines_before_it(silent_pipe):
+    r, w = silent_pipe
+    s = bpstream.read_lines(r, capacity=16, max_line=1000)
+    os.write(w, b"a\nbb\n" + b"x" * 1001)  # no newline needed: 1001 bytes are already too many
+    assert [s.get(timeout=WAKE_WITHIN) for _ in range(3)] == [b"hello\n", b"a\n", b"bb\n"]
+    with pytest.raises(OSError) as info:
+        s.get(timeout=WAKE_WITHIN)
+    assert info.value.errno == errno.EMSGSIZE
+    assert "max_line" in str(info.value) and "1000" in str(info.value)
+    with pytest.raises(OSError):  # sticky
+        list(s)
+    check_identity(s.stats())
+
+
+@pytest.mark.parametrize("size", [7, 65536])
+def test_max_line_counts_the_newline_and_lets_the_exact_length_through(write_file, size):
+    ok = b"a" * 99 + b"\n"  # 100 bytes with its newline
+    last = b"b" * 100  # 100 bytes, ended by the end of input
+    assert list(bpstream.read_lines(write_file(ok + ok + last), max_line=100, size=size)) == [ok, ok, last]
+    long = b"c" * 100 + b"\n"  # 101 bytes with its newline
+    path = write_file(ok + long + ok)
+    assert list(bpstream.read_lines(path, max_line=101, size=size)) == [ok, long, ok]
+    s = bpstream.read_lines(path, max_line=100, size=size)
+    assert s.get(timeout=WAKE_WITHIN) == ok
+    with pytest.raises(OSError) as info:
+        s.get(timeout=WAKE_WITHIN)
+    assert info.value.errno == errno.EMSGSIZE
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-1, ValueError), ((1 << 48) + 1, ValueError),
+                                      (1.5, TypeError), ("10", TypeError), (True, TypeError),
+                                      (None, TypeError)])
+def test_max_line_is_checked(write_file, bad, exc):
+    path = write_file(b"x\n")
+    res = Resources()
+    with pytest.raises(exc):
+        bpstream.read_lines(path, max_line=bad)
+    res.assert_back()
+
+
+# Peak RSS of a child reading a line that never ends, in MiB (a watchdog ends a child that
+# buffers without limit before it takes the machine's memory). VmHWM, not ru_maxrss: Linux
+# carries ru_maxrss over exec, from the forking pytest process.
+ENDLESS_LINE = r"""
+import errno, os, sys, threading, time
+import bpstream
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+def watchdog():
+    while True:
+        if status_mib("VmRSS") > 1024:
+            print("unbounded", flush=True)
+            os._exit(3)
+        time.sleep(0.01)
+threading.Thread(target=watchdog, daemon=True).start()
+before = status_mib("VmHWM")
+kwargs = {"max_line": int(sys.argv[2])} if sys.argv[2] != "default" else {}
+s = bpstream.read_lines(sys.argv[1], **kwargs)
+try:
+    for line in s:
+        print("a line?", len(line))
+except OSError as e:
+    print("errno", e.errno, e)
+print(f"peak rss growth {status_mib('VmHWM') - before:.1f} MiB")
+"""
+
+
+@pytest.mark.parametrize("max_line", ["default", str(8 << 20)])
+def test_a_line_that_never_ends_costs_at_most_max_line(max_line):
+    """Issue 7 §5: read_lines('/dev/zero') buffered without limit (GBs in seconds)."""
+    done = subprocess.run([sys.executable, "-c", ENDLESS_LINE, "/dev/zero", max_line],
+                          capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout.strip())
+    assert f"errno {errno.EMSGSIZE}" in done.stdout and "max_line" in done.stdout
+    limit_mib = 64 if max_line == "default" else 8
+    growth = float(done.stdout.split("peak rss growth")[1].split()[0])
+    # The line buffer (at most max_line), one read buffer, the thread's stack and what the
+    # interpreter allocates meanwhile (measured: 65.4 MiB for 64, 9.6 MiB for 8).
+    assert growth < 1.25 * limit_mib + 16, done.stdout
+
+
+# A line bigger than the address space allows, below max_line: the allocation fails in the
+# reader thread. The process must live on, and the consumer get the error.
+OUT_OF_MEMORY = r"""
+import errno, os, resource
+import bpstream
+with open("/proc/self/statm") as f:
+    size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.RLIM_INFINITY))
+s = bpstream.read_lines("/dev/zero", max_line=1 << 40)
+try:
+    for line in s:
+        print("a line?", len(line))
+except MemoryError as e:
+    print("MemoryError", e)
+except OSError as e:
+    print("OSError", e.errno, e)
+print("alive")
+"""
+
+
+def test_an_allocation_failure_ends_the_stream_not_the_process():
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True,
+                          env=child_env(), timeout=120)
+    print(done.stdout.strip())
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert "alive" in done.stdout
+    # The reader closes the stream with ENOMEM: MemoryError once the extension maps ENOMEM
+    # to it, OSError(ENOMEM) with a message naming the line until then.
+    assert "MemoryError" in done.stdout or f"OSError {errno.ENOMEM} [Errno {errno.ENOMEM}] out of memory" in done.stdout
+
+
+# ----------------------------------------------------------------------------- fork
+
+
+def test_closing_a_readers_stream_in_a_forked_child_does_not_wait_for_its_thread(silent_pipe):
+    """Issue 7 §2: the reader's thread does not exist in a child; close() joined it and hung.
+    In the child, close() returns at once, closes the child's copies of the reader's fds, and
+    what the stream held at the fork stays readable. The parent's reader is unaffected."""
+    r, w = silent_pipe
+    s = bpstream.read_lines(r)
+    os.write(w, b"two\n")
+    assert wait_until(lambda: len(s) == 2), "the reader never delivered the lines"
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 1
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+            start = time.monotonic()
+            s.close()
+            elapsed = time.monotonic() - start
+            closed_fds = fds - len(os.listdir("/proc/self/fd"))
+            code = 2 if elapsed > 1.0 else 3 if list(s) != [b"hello\n", b"two\n"] else \
+                4 if closed_fds < 3 else 0  # source(s) + the two ends of the wake-up channel
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("close() in the forked child hung")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
+    os.write(w, b"three\n")
+    assert [s.get(timeout=WAKE_WITHIN) for _ in range(3)] == [b"hello\n", b"two\n", b"three\n"]
+    s.close()

@@ -355,8 +355,36 @@ bps_status bps_stream_visit(bps_stream *stream, int (*visit)(void *item, void *c
  * reads a file descriptor and puts frames (one per line, or one per read of at most
  * chunk_size bytes) into a stream, waiting as the stream's policy says, so a slow consumer
  * holds the reader back (and, through a pipe, the writing process too). At end of input
- * it closes the stream; on a read error it closes it with the error (bps_stream_failure:
- * the errno). It never needs a language runtime's lock.
+ * it closes the stream. It closes it WITH an error (bps_stream_failure: code and message),
+ * after every frame read before the error, on:
+ *   - a read error: the errno;
+ *   - a line longer than max_line (LINES framing): EMSGSIZE, message naming max_line; the
+ *     lines before it arrive whole;
+ *   - a failed allocation: ENOMEM (the reader allocates with malloc/realloc and checks
+ *     every one; it never aborts the process).
+ * It never needs a language runtime's lock.
+ *
+ * MEMORY: besides the frames in the stream (at most its capacity), a reader holds one
+ * read buffer (chunk_size bytes) and, for LINES, one unfinished line of at most max_line
+ * bytes.
+ *
+ * SHARED SOURCES: the fd may be read by others at the same time (the caller's own fd, a
+ * second reader, another process): stopping never waits for them. The reader never changes
+ * a flag of the caller's open file description (O_NONBLOCK there would change the caller's
+ * fd too). It reads sockets with recv(MSG_DONTWAIT); pipes and FIFOs through its OWN open
+ * file description of the same pipe (/proc/self/fd/N reopened with O_NONBLOCK|O_CLOEXEC),
+ * which counts as a reader of the pipe until the reader ends (writers see EPIPE only then);
+ * regular files through the fd given (they never block, and the offset stays shared with
+ * the caller's description). The residual case: character devices (ttys; reopening one may
+ * open another object, /dev/ptmx a new pty), pipes /proc cannot reopen (no /proc,
+ * permissions) and other kinds (eventfd...) are polled, then read through the fd given: if
+ * something else reads the same description in blocking mode, bps_reader_stop may then
+ * wait until the source has data again or ends.
+ *
+ * FORK: a reader belongs to the process that started it. In a child forked while it ran,
+ * its thread does not exist; bps_reader_stop there does not join (see below). The fds a
+ * reader opens (its wake-up channel, a reopened source) are close-on-exec; the fd it is
+ * given should be too.
  * --------------------------------------------------------------------------- */
 typedef struct bps_reader bps_reader;
 
@@ -365,16 +393,42 @@ typedef enum bps_framing {
     BPS_FRAMING_CHUNKS = 1   /* one frame per read: 1 ... chunk_size bytes, in order */
 } bps_framing;
 
+/* The longest line (LINES framing, '\n' included) a reader accepts when max_line is 0:
+ * 64 MiB, far beyond any text or JSON line, while a source that never sends a newline
+ * (/dev/zero, a binary file, a stuck peer) costs at most that much memory. */
+#define BPS_READER_MAX_LINE_DEFAULT ((size_t)67108864u)
+/* The largest max_line accepted (2^48: beyond any allocation, "no limit" in practice).
+ * (Literals, not shifts: Swift's importer evaluates (size_t)1 << 48 to 0.) */
+#define BPS_READER_MAX_LINE_MAX ((size_t)281474976710656ull)
+
+/* Reader parameters. Zero it, then set size = sizeof(bps_reader_config) so it can grow. */
+typedef struct bps_reader_config {
+    size_t size;             /* sizeof(bps_reader_config) */
+    bps_framing framing;
+    size_t chunk_size;       /* 1 ... 2^30: the read size for both framings */
+    size_t max_line;         /* LINES: 1 ... BPS_READER_MAX_LINE_MAX, or 0 for the default;
+                                must be in that range for CHUNKS too, where it is unused */
+} bps_reader_config;
+
 /* Starts a reader thread. Takes ownership of fd (closed when the thread ends, on every
  * status). The reader holds its own reference to the stream. *out_reader is the caller's:
- * end it with bps_reader_stop. chunk_size: 1 ... 2^30 (the read size for both framings). */
+ * end it with bps_reader_stop. config (borrowed for the call) says how to frame; a config
+ * whose size is too small, or a value out of range, gives BPS_INVALID_ARGUMENT. */
+bps_status bps_reader_start_ex(bps_stream *stream, int fd, const bps_reader_config *config,
+                               bps_reader **out_reader);
+
+/* bps_reader_start_ex with max_line 0 (BPS_READER_MAX_LINE_DEFAULT). */
 bps_status bps_reader_start(bps_stream *stream, int fd, bps_framing framing,
                             size_t chunk_size, bps_reader **out_reader);
 
 /* Stops and joins the reader: closes the stream (not immediate: what was read stays
  * readable), wakes the thread wherever it waits (a put, or a read on a silent pipe), joins
- * it, and frees the reader. Returns after the thread has ended and closed its fd. Call it
- * without holding a lock the stream's release callback takes (a runtime's global lock). */
+ * it, and frees the reader. Returns after the thread has ended and closed its fds. Call it
+ * without holding a lock the stream's release callback takes (a runtime's global lock).
+ * In a child process forked while the reader ran, it does not join the thread (which does
+ * not exist there): it closes the stream (plainly), closes the child's copies of the
+ * reader's fds, frees what it can and returns at once. Call it in every such child that
+ * goes on using the stream, so its consumers drain and stop instead of waiting forever. */
 bps_status bps_reader_stop(bps_reader *reader);
 
 #ifdef __cplusplus
