@@ -63,6 +63,7 @@
 #  define Py_READONLY READONLY
 #endif
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -214,7 +215,11 @@ stream_error(StreamObject *self, bps_status status)
     if (text == NULL) {
         return NULL;
     }
-    if (code != 0) {
+    if (code == ENOMEM) {   /* a native producer ran out of memory: what Python raises */
+        PyErr_SetObject(PyExc_MemoryError, text);
+        Py_DECREF(text);
+    }
+    else if (code != 0) {
         PyObject *args = Py_BuildValue("(iN)", (int)code, text);  /* steals text */
         if (args != NULL) {
             PyErr_SetObject(PyExc_OSError, args);   /* OSError picks the errno's subclass */

@@ -79,8 +79,8 @@ def read_lines(
     one ends the stream: every line before it arrives, then ``OSError`` with errno
     ``EMSGSIZE`` and a message naming ``max_line``. So a source that never sends a newline
     (``/dev/zero``, a binary file) costs at most ``max_line`` bytes beside what the stream
-    holds. Running out of memory ends the stream the same way (errno ``ENOMEM``), never the
-    process.
+    holds. Running out of memory ends the stream the same way, with ``MemoryError``, never
+    the process.
 
     Returns the ``BoundedStream`` the reader fills: iterate it, or use get/get_many.
     It ends (StopIteration, Closed) at end of input; a read error arrives as ``OSError``

@@ -55,15 +55,33 @@ tokens = importlib.util.module_from_spec(spec); spec.loader.exec_module(tokens)
 """
 
 
-def test_fork_while_a_native_producer_holds_the_lock(tokens):
-    """A C API producer (tokens.count, batches of 8) hammers a drop_oldest stream's lock;
-    30 forks. Each child collects garbage (traversal takes the stream's lock), finds the
-    stream closed (its producer stayed in the parent), drains what was buffered at the fork
-    and exits. The identity holds in the child."""
-    out = run_forking_child(load_tokens(tokens) + textwrap.dedent("""
-        import gc, os, time, bpstream
-        s = bpstream.BoundedStream(64, "drop_oldest")
-        p = tokens.count(s, 10**12, batch=8)
+START_PRODUCER = {
+    # A C API producer (tokens.count, batches of 8).
+    "c_api": """
+s = bpstream.BoundedStream(64, "drop_oldest")
+p = tokens.count(s, 10**12, batch=8)
+def stop():
+    s.close(immediate=True)
+    assert p.join(10)
+""",
+    # A native reader of /dev/zero (8-byte chunks), whose fds must not outlive it in a child.
+    "reader": """
+s = bpstream.read_chunks("/dev/zero", size=8, capacity=64, policy="drop_oldest")
+def stop():
+    s.close()
+""",
+}
+
+
+@pytest.mark.parametrize("source", ["c_api", "reader"])
+def test_fork_while_a_native_producer_holds_the_lock(tokens, source):
+    """A native producer hammers a drop_oldest stream's lock; 30 forks. Each child collects
+    garbage (traversal takes the stream's lock), finds the stream closed (its producer
+    stayed in the parent), drains what was buffered at the fork and exits. The identity
+    holds in the child, and a reader's fds are closed there."""
+    out = run_forking_child(load_tokens(tokens) + "import gc, os, time, bpstream\n"
+                            + 'fds_before = len(os.listdir("/proc/self/fd"))\n'
+                            + START_PRODUCER[source] + textwrap.dedent("""
         while s.stats().produced < 1000:
             time.sleep(0.001)
         results = []
@@ -77,7 +95,8 @@ def test_fork_while_a_native_producer_holds_the_lock(tokens):
                     got = list(s)                      # ends: closed in the child
                     st = s.stats()
                     ok = (s.closed and len(got) == depth <= 64
-                          and st.produced == st.consumed + st.dropped + st.depth)
+                          and st.produced == st.consumed + st.dropped + st.depth
+                          and len(os.listdir("/proc/self/fd")) <= fds_before)
                     code = 0 if ok else 3
                 finally:
                     os._exit(code)
@@ -91,8 +110,7 @@ def test_fork_while_a_native_producer_holds_the_lock(tokens):
                     os.kill(pid, 9); os.waitpid(pid, 0); results.append("hung")
                     break
                 time.sleep(0.002)
-        s.close(immediate=True)
-        assert p.join(10)
+        stop()
         print("results", sorted(set(map(str, results))))
     """))
     assert "results ['0']" in out, out

@@ -38,7 +38,8 @@
  *    reference you take, exactly once.
  *  - Errors: close_with_error(code, message) ends the stream after the frames already put;
  *    the Python consumer then gets OSError(code, message) when code != 0 (the matching
- *    subclass: FileNotFoundError for ENOENT, ...), else bpstream.ProducerError(message).
+ *    subclass: FileNotFoundError for ENOENT, ...; MemoryError(message) for ENOMEM), else
+ *    bpstream.ProducerError(message).
  */
 #ifndef BPSTREAM_CAPI_H
 #define BPSTREAM_CAPI_H
