@@ -50,12 +50,17 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// items never hold room a producer is waiting for.
     ///
     /// On the heap, at a fixed address, so a C consumer can add to it inline (see
-    /// `deliveryCounter`); freed in deinit.
+    /// `deliveryCounter`); freed in deinit. The word after it is nonzero while a watch is
+    /// armed for room (`absorbRequested`): a consumer that marks deliveries then settles,
+    /// so the room it freed reaches the async producer waiting for it.
     @usableFromInline let deliveredMarks: UnsafeMutablePointer<Atomic<Int>> = {
-        let storage = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        let storage = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 2)
         storage.initialize(to: Atomic(0))
+        (storage + 1).initialize(to: Atomic(0))
         return storage
     }()
+    /// Readiness watches (async waiters), guarded by `lock`; see `StreamWatch`.
+    @usableFromInline var watches = Watches()
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?
@@ -100,7 +105,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
 
     deinit {
         ForkRegistry.unregister(ObjectIdentifier(self))
-        deliveredMarks.deinitialize(count: 1)
+        deliveredMarks.deinitialize(count: 2)
         deliveredMarks.deallocate()
         // Exclusive access: no other reference exists, so no lock is needed.
         guard let onDrop else { return }
@@ -122,9 +127,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         absorbBeforePut(1, deciding: true)
         if state.storeIfRoom(item) {  // the hot path
+            watches.itemsAppeared()
             let wakeConsumer = state.waitingConsumers > 0
             noteTransition()
-            lock.unlock()
+            unlock()
             if wakeConsumer { notEmpty.signal() }
             return .stored
         }
@@ -132,7 +138,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         if case .mustWait = action {
             return putWaiting(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         }
-        lock.unlock()
+        if action.stores { watches.itemsAppeared() }
+        unlock()
         return perform(action)
     }
 
@@ -155,6 +162,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         state.producerDidWait(nanoseconds: MonotonicClock.now() - start)
         if parked == .timedOut { state.producerGaveUp() }
+        if action.stores { watches.itemsAppeared() }
         return (parked, action)
     }
 
@@ -165,13 +173,13 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ) -> PutOutcome {
         guard timeoutNanoseconds != 0 else {
             state.producerGaveUp()
-            lock.unlock()
+            unlock()
             return .full
         }
         let (parked, action) = parkToPut(item, start: MonotonicClock.now(),
                                          timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         noteTransition()
-        lock.unlock()
+        unlock()
         let outcome: PutOutcome
         switch parked {
         case .done: outcome = perform(action, observer: &observer)
@@ -239,6 +247,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             // evict, shed or fail as the policy says.
             let stored = state.storeIfRoom(contentsOf: items[index...])
             if stored > 0 {
+                watches.itemsAppeared()
                 wakeConsumers = wakeConsumers || state.waitingConsumers > 0
                 taken += stored
                 items.formIndex(&index, offsetBy: stored)
@@ -254,6 +263,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 // Wake consumers for what this call already stored before parking:
                 // otherwise they would sleep on items that are there.
                 if wakeConsumers { notEmpty.broadcast(); wakeConsumers = false }
+                if !watches.pending.isEmpty {  // and async ones: notify outside the lock
+                    unlock()
+                    lock.lock()
+                    continue
+                }
                 let now = MonotonicClock.now()
                 if start == 0 { start = now }
                 let remaining = timeoutNanoseconds < 0
@@ -262,7 +276,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 (parked, action) = parkToPut(items[index], start: now, timeoutNanoseconds: remaining,
                                              observer: &observer)
                 noteTransition()
-                lock.unlock()
+                unlock()
                 // Wake the consumer this store fed before taking back the caller's runtime lock.
                 if case .stored(true) = action { notEmpty.signal() }
                 observer.didWait()
@@ -270,6 +284,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 if parked == .timedOut { outcome = .full; break loop }
                 if parked == .cancelled { outcome = .cancelled; break loop }
             }
+            if action.stores { watches.itemsAppeared() }
             switch action {
             case .stored(let wake):
                 wakeConsumers = wakeConsumers || wake
@@ -296,7 +311,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             items.formIndex(after: &index)
         }
         if taken > 0 { noteTransition() }
-        lock.unlock()
+        unlock()
         if wakeConsumers { notEmpty.broadcast() }
         if wakeJoiners { allTasksDone.broadcast() }
         if let onDrop { for (item, reason) in dropped { onDrop(item, reason) } }
@@ -312,15 +327,16 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ) -> Result<Element, GetFailure> {
         lock.lock()
         if let item = state.takeIfAny() {  // the hot path
+            watches.roomAppeared()
             let wakeProducer = state.producerCanProceed
             noteTransition()
-            lock.unlock()
+            unlock()
             if wakeProducer { notFull.signal() }
             return .success(item)
         }
         let action = state.get()
         if case .closed(let failure) = action {
-            lock.unlock()
+            unlock()
             return .failure(failure.map(GetFailure.failed) ?? .closed)
         }
         return getWaiting(timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
@@ -332,7 +348,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         timeoutNanoseconds: Int64, observer: inout Observer
     ) -> Result<Element, GetFailure> {
         guard timeoutNanoseconds != 0 else {
-            lock.unlock()
+            unlock()
             return .failure(.empty)
         }
         let start = MonotonicClock.now()
@@ -346,8 +362,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             return true
         }
         state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+        if case .item = action { watches.roomAppeared() }
         noteTransition()
-        lock.unlock()
+        unlock()
         let result: Result<Element, GetFailure>
         switch (parked, action) {
         case (.done, .item(let item, let wakeProducer)):
@@ -382,7 +399,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         var action = state.take(into: buffer, reserving: reserving, now: now)
         if case .mustWait = action {
             guard timeoutNanoseconds != 0 else {
-                lock.unlock()
+                unlock()
                 return .failure(.empty)
             }
             let start = MonotonicClock.now()
@@ -396,8 +413,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 return true
             }
             state.consumerDidWait(nanoseconds: MonotonicClock.now() - start)
+            if !reserving, case .took = action { watches.roomAppeared() }
             noteTransition()
-            lock.unlock()
+            unlock()
             let result: Result<Int, GetFailure>
             switch parked {
             case .timedOut: result = .failure(.empty)
@@ -407,8 +425,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             observer.didWait()
             return result
         }
+        if !reserving, case .took = action { watches.roomAppeared() }
         noteTransition()
-        lock.unlock()
+        unlock()
         return finishTake(action)
     }
 
@@ -453,8 +472,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func close(immediate: Bool = false, failure: ProducerFailure? = nil) {
         lock.lock()
         let action = state.close(immediate: immediate, failure: failure)
+        watches.closed()
         noteTransition()
-        lock.unlock()
+        unlock()
         if action.wakeAll {
             notFull.broadcast()
             notEmpty.broadcast()
@@ -471,8 +491,10 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         _ = absorbDeliveries()
         let action = state.settle(delivered: delivered, returned: returned)
+        if !returned.isEmpty { watches.itemsAppeared() }
+        if delivered > 0 { watches.roomAppeared() }
         noteTransition()
-        lock.unlock()
+        unlock()
         if action.wakeProducers { notFull.broadcast() }
         if action.wakeConsumers { notEmpty.broadcast() }
         if action.wakeJoiners { allTasksDone.broadcast() }
@@ -486,7 +508,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         let action = state.taskDone(count)
         noteTransition()
-        lock.unlock()
+        unlock()
         switch action {
         case .tooMany: return false
         case .done(let wakeJoiners):
@@ -501,11 +523,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ) -> JoinOutcome {
         lock.lock()
         if state.counters.unfinishedTasks == 0 {
-            lock.unlock()
+            unlock()
             return .finished
         }
         guard timeoutNanoseconds != 0 else {
-            lock.unlock()
+            unlock()
             return .timedOut
         }
         state.waitingJoiners += 1
@@ -514,7 +536,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             state.counters.unfinishedTasks == 0
         }
         state.waitingJoiners -= 1
-        lock.unlock()
+        unlock()
         observer.didWait()
         switch parked {
         case .done: return .finished
@@ -565,7 +587,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let isProducer = condition === notFull
         let misses = isProducer ? spinMisses.producers : spinMisses.others
         let trySpin = misses % Self.spinRetryInterval == 0
-        lock.unlock()
+        unlock()
         observer.willWait()
         // Spin briefly before sleeping: a peer on another core (a native producer, or a
         // Python thread that just got the GIL) usually acts within microseconds, and
@@ -605,7 +627,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             let now = MonotonicClock.now()
             if now >= deadline { return attempt(true) ? .done : .timedOut }
             if now >= nextPoll {
-                lock.unlock()
+                unlock()
                 let cancel = observer.shouldCancel()
                 lock.lock()
                 if cancel { return .cancelled }
@@ -623,6 +645,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 state.recheckingProducers += 1
                 state.longestRecheck = Swift.max(state.longestRecheck, recheckDelay)
             }
+            if !watches.pending.isEmpty {  // notify async waiters before sleeping, unlocked
+                unlock()
+                lock.lock()
+                continue
+            }
             if wakeAt == Int64.max {
                 condition.wait(lock)
             } else {
@@ -637,6 +664,72 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
     }
 
+    // MARK: - Unlocking, and readiness watches (async waiters)
+
+    /// Releases the lock, then notifies the watches that the transitions made under it
+    /// concern (`Watches.pending`): every transition's unlock goes through here, so no
+    /// armed watch misses a readiness, and none is notified under the lock.
+    @inlinable @inline(__always)
+    func unlock() {
+        if watches.pending.isEmpty {
+            lock.unlock()
+            return
+        }
+        let due = watches.collectDue()
+        updateAbsorbRequest()
+        lock.unlock()
+        due.deliver()
+    }
+
+    /// Keeps `absorbRequested` (the word after the delivery marks) in step with whether a
+    /// watch waits for room (lock held).
+    @inlinable
+    func updateAbsorbRequest() {
+        (deliveredMarks + 1).pointee.store(watches.armedWritable > 0 ? 1 : 0, ordering: .relaxed)
+    }
+
+    /// Registers `notify` for readiness notifications (see `StreamWatch` for the protocol).
+    /// The stream keeps the watch until `unwatch`.
+    public func watch(_ notify: @escaping @Sendable (Readiness) -> Void) -> StreamWatch {
+        let watch = StreamWatch(notify: notify)
+        lock.lock()
+        watches.all.append(watch)
+        lock.unlock()
+        return watch
+    }
+
+    /// Ends `watch`: it is disarmed and never notified again by a transition that starts
+    /// after this returns (one already past the lock may still be calling it).
+    public func unwatch(_ watch: StreamWatch) {
+        lock.lock()
+        watches.disarm(watch)
+        watch.isWatching = false
+        watches.all.removeAll { $0 === watch }
+        updateAbsorbRequest()
+        unlock()
+    }
+
+    /// Arms `watch` for `events` unless one of them holds now: returns what holds (then
+    /// nothing is armed and the waiter retries at once), or `[]` once armed. A closed
+    /// stream is ready for everything (`.closed` included); an unwatched watch too.
+    public func arm(_ watch: StreamWatch, for events: Readiness) -> Readiness {
+        lock.lock()
+        _ = absorbDeliveries()
+        var ready: Readiness = []
+        if state.isClosed || !watch.isWatching {
+            ready = events.union(.closed)
+        } else {
+            if events.contains(.readable), state.buffer.count > 0 { ready.insert(.readable) }
+            if events.contains(.writable), state.depth < state.capacity { ready.insert(.writable) }
+            if ready.isEmpty {
+                watches.arm(watch, for: events)
+                updateAbsorbRequest()
+            }
+        }
+        unlock()
+        return ready
+    }
+
     // MARK: - Inspection and configuration
 
     /// Publishes that `count` reserved items were delivered, without the lock (see
@@ -645,6 +738,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @inlinable
     public func markDelivered(_ count: Int = 1) {
         deliveredMarks.pointee.add(count, ordering: .releasing)
+        // A watch waits for room: absorb now, so the room reaches it (see `deliveredMarks`).
+        if (deliveredMarks + 1).pointee.load(ordering: .relaxed) != 0 { settle(delivered: 0) }
     }
 
     /// The address of the delivery counter `markDelivered` adds to: a word-sized integer a
@@ -681,13 +776,15 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     func absorbDeliveries(atLeast minimum: Int = 1) -> Bool {
         guard deliveredMarks.pointee.load(ordering: .relaxed) >= Swift.max(minimum, 1) else { return false }
         let marks = deliveredMarks.pointee.exchange(0, ordering: .acquiring)
-        return state.settleDelivered(marks) > 0
+        guard state.settleDelivered(marks) > 0 else { return false }
+        watches.roomAppeared()
+        return true
     }
 
     /// Items in the stream now (buffered, plus reserved and not yet delivered).
     public var count: Int {
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         _ = absorbDeliveries()
         return state.depth
     }
@@ -695,21 +792,21 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Whether `close` was called.
     public var isClosed: Bool {
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         return state.isClosed
     }
 
     /// The error a producer closed the stream with, if it did.
     public var failure: ProducerFailure? {
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         return state.failure
     }
 
     /// The bound now; `nil` when unbounded.
     public var capacity: Int? {
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         return state.capacity == Int.max ? nil : state.capacity
     }
 
@@ -722,8 +819,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         }
         lock.lock()
         let wake = state.setCapacity(capacity ?? Int.max)
+        watches.roomAppeared()  // harmless when it shrank: a woken waiter just retries
         noteTransition()
-        lock.unlock()
+        unlock()
         if wake { notFull.broadcast() }
     }
 
@@ -731,7 +829,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func stats() -> StreamStats {
         let now = MonotonicClock.now()
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         _ = absorbDeliveries()
         return state.snapshot(now: now)
     }
@@ -743,7 +841,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///   for. Meant for a garbage collector's traversal.
     public func forEachBuffered(_ body: (Element) -> Bool) {
         lock.lock()
-        defer { lock.unlock() }
+        defer { unlock() }
         for item in state.buffer where !body(item) { break }
     }
 }

@@ -1,0 +1,132 @@
+/// What a waiter that must not block a thread (an async task, an event loop) waits for.
+///
+/// A stream is `readable` when a get would not wait (an item is buffered, or the stream is
+/// closed: the get reports that), and `writable` when a put would not wait (room, or closed).
+public struct Readiness: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// An item to get, or the stream is closed.
+    public static let readable = Readiness(rawValue: 1)
+    /// Room for a put, or the stream is closed.
+    public static let writable = Readiness(rawValue: 2)
+    /// The stream is closed (reported together with readable and writable).
+    public static let closed = Readiness(rawValue: 4)
+}
+
+/// A registration for readiness notifications on one stream (`BoundedStream.watch`).
+///
+/// The protocol (a one-shot edge, re-armed by the waiter):
+/// 1. the waiter tries its non-blocking call; it would wait;
+/// 2. it calls `BoundedStream.arm(_:for:)`: if what it waits for already holds, arm
+///    returns it and arms nothing (go to 1); otherwise the watch is armed;
+/// 3. the first transition that makes an armed readiness true disarms the watch and calls
+///    `notify` once with what became true, OUTSIDE the stream's lock, on the thread that
+///    made the transition (a producer or consumer of any kind: it may hold no runtime lock,
+///    so `notify` must only hand the news on, e.g. write to an event loop's eventfd);
+/// 4. the woken waiter retries its non-blocking call (1). It is never handed an item: so a
+///    waiter cancelled after its wake-up takes nothing, and whoever retries gets it.
+///
+/// A stream with no armed watch pays one integer test per transition.
+public final class StreamWatch: @unchecked Sendable {
+    /// Called with what became true; see the protocol above.
+    @usableFromInline let notify: @Sendable (Readiness) -> Void
+    /// Guarded by the stream's lock.
+    @usableFromInline var armed: Readiness = []
+    /// Guarded by the stream's lock: false once unwatched (arming it then does nothing).
+    @usableFromInline var isWatching = true
+
+    @usableFromInline
+    init(notify: @escaping @Sendable (Readiness) -> Void) {
+        self.notify = notify
+    }
+}
+
+/// The watches of one stream and what they are armed for: guarded by the stream's lock.
+@usableFromInline
+struct Watches {
+    @usableFromInline var all: [StreamWatch] = []
+    /// How many watches are armed for each readiness: a transition tests these, nothing more.
+    @usableFromInline var armedReadable = 0
+    @usableFromInline var armedWritable = 0
+    /// What transitions since the lock was taken made true, for armed watches only.
+    @usableFromInline var pending: Readiness = []
+
+    @usableFromInline init() {}
+
+    /// A transition made an item available.
+    @inlinable @inline(__always)
+    mutating func itemsAppeared() {
+        if armedReadable != 0 { pending.insert(.readable) }
+    }
+
+    /// A transition freed room.
+    @inlinable @inline(__always)
+    mutating func roomAppeared() {
+        if armedWritable != 0 { pending.insert(.writable) }
+    }
+
+    /// The stream closed: every armed watch is due, for all it waits for.
+    @inlinable
+    mutating func closed() {
+        if armedReadable != 0 || armedWritable != 0 { pending = [.readable, .writable, .closed] }
+    }
+
+    @usableFromInline
+    mutating func arm(_ watch: StreamWatch, for events: Readiness) {
+        let added = events.subtracting(watch.armed)
+        if added.contains(.readable) { armedReadable += 1 }
+        if added.contains(.writable) { armedWritable += 1 }
+        watch.armed.formUnion(events)
+    }
+
+    @usableFromInline
+    mutating func disarm(_ watch: StreamWatch) {
+        if watch.armed.contains(.readable) { armedReadable -= 1 }
+        if watch.armed.contains(.writable) { armedWritable -= 1 }
+        watch.armed = []
+    }
+
+    /// Disarms the watches `pending` concerns and returns them with what to tell each;
+    /// nil (the usual case) when nothing is pending.
+    @inlinable @inline(__always)
+    mutating func takeDue() -> [(StreamWatch, Readiness)]? {
+        if pending.isEmpty { return nil }
+        return collectDue()
+    }
+
+    @usableFromInline
+    mutating func collectDue() -> [(StreamWatch, Readiness)]? {
+        let events = pending
+        pending = []
+        var due: [(StreamWatch, Readiness)] = []
+        for watch in all {
+            var fired = watch.armed.intersection(events.subtracting(.closed))
+            if events.contains(.closed), !watch.armed.isEmpty { fired = watch.armed.union(.closed) }
+            if fired.isEmpty { continue }
+            disarm(watch)
+            due.append((watch, fired))
+        }
+        return due.isEmpty ? nil : due
+    }
+}
+
+extension Optional where Wrapped == [(StreamWatch, Readiness)] {
+    /// Calls each due watch's `notify` (after the lock was released).
+    @inlinable
+    func deliver() {
+        guard let due = self else { return }
+        for (watch, events) in due { watch.notify(events) }
+    }
+}
+
+extension StreamStateMachine.PutAction {
+    /// Whether the put stored its item (and so made one available).
+    @inlinable
+    var stores: Bool {
+        switch self {
+        case .stored, .storedEvicting, .storedClearing: return true
+        case .shed, .mustWait, .rejected, .closed: return false
+        }
+    }
+}
