@@ -294,8 +294,53 @@ bps_status bps_stream_mark_delivered(bps_stream *stream, size_t count);
 /* *out_counter gets the address of the word bps_stream_mark_delivered adds to, so a C
  * consumer can mark inline, without a call per item:
  *     __atomic_fetch_add((intptr_t *)counter, 1, __ATOMIC_RELEASE);
- * Valid while the caller holds a reference to the stream. Items: unchanged. */
+ *     if (__atomic_load_n((intptr_t *)counter + 1, __ATOMIC_RELAXED))
+ *         bps_stream_settle(stream, 0, NULL, 0);
+ * The word after it is nonzero while a watch waits for room (bps_watch_arm with
+ * BPS_WRITABLE): marks are then settled at once, so the room reaches that waiter
+ * (bps_stream_mark_delivered does this itself). Valid while the caller holds a reference
+ * to the stream. Items: unchanged. */
 bps_status bps_stream_delivery_counter(bps_stream *stream, void **out_counter);
+
+/* ---------------------------------------------------------------------------
+ * Readiness watches: waiting without a thread (an event loop, an async runtime).
+ *
+ * A watch is a one-shot, re-armed notification:
+ *  1. try the non-blocking call (timeout 0); it returned BPS_EMPTY / BPS_FULL;
+ *  2. bps_watch_arm(watch, BPS_READABLE or BPS_WRITABLE, &ready): if that already holds,
+ *     *ready says so and nothing is armed (go to 1); else *ready is 0 and the watch is armed;
+ *  3. the first transition that makes an armed readiness true disarms the watch and calls
+ *     notify(context, events) once, OUTSIDE the stream's lock, on the thread that made the
+ *     transition: any thread, possibly a native producer holding no runtime lock. So notify
+ *     must only pass the news on (an eventfd write, a flag) and never block;
+ *  4. the waiter retries the non-blocking call (1): it is woken, never handed an item, so
+ *     a waiter cancelled after its wake-up takes nothing and the next retry gets the item.
+ * readable: an item to get, or closed. writable: room for a put, or closed. A close
+ * notifies every armed watch with what it waits for plus BPS_WATCH_CLOSED.
+ * A stream with no armed watch pays one integer test per transition.
+ * ------------------------------------------------------------------------- */
+#define BPS_READABLE 1u
+#define BPS_WRITABLE 2u
+#define BPS_WATCH_CLOSED 4u
+
+typedef struct bps_watch bps_watch;
+typedef void (*bps_notify_fn)(void *context, uint32_t events);
+typedef void (*bps_context_release_fn)(void *context);
+
+/* Registers a watch (not armed). context is the caller's until the watch is released
+ * AND no notify is running: then release_context(context) is called once (may be NULL),
+ * on whichever thread finishes last. The watch holds a reference to the stream. */
+bps_status bps_stream_watch(bps_stream *stream, bps_notify_fn notify,
+                            bps_context_release_fn release_context, void *context,
+                            bps_watch **out_watch);
+
+/* Step 2 above. events: BPS_READABLE and/or BPS_WRITABLE. *out_ready: what holds now
+ * (then nothing was armed), or 0 once armed. */
+bps_status bps_watch_arm(bps_watch *watch, uint32_t events, uint32_t *out_ready);
+
+/* Unregisters and frees the watch: no transition that starts after this returns calls
+ * notify. Drops the watch's reference to the stream. */
+bps_status bps_watch_release(bps_watch *watch);
 
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.

@@ -1,0 +1,72 @@
+// The C ABI of readiness watches (bpstream.h, "Readiness watches"): @_cdecl thunks over
+// BoundedStream.watch / arm / unwatch.
+//
+// Handles: a bps_watch* is an Unmanaged<WatchHandle>, +1 from bps_stream_watch until
+// bps_watch_release. The caller's context lives in a WatchContext that the core's watch
+// (through its notify closure) owns: it is released when the last of the handle and any
+// notification in flight lets go of it, so release_context never races a notify.
+import BPStreamCore
+import CBPStream
+
+/// The caller's notify function and context; calls release_context when freed.
+private final class WatchContext: @unchecked Sendable {
+    let notify: bps_notify_fn
+    let release: bps_context_release_fn?
+    let context: UnsafeMutableRawPointer?
+
+    init(notify: bps_notify_fn, release: bps_context_release_fn?, context: UnsafeMutableRawPointer?) {
+        self.notify = notify
+        self.release = release
+        self.context = context
+    }
+
+    deinit { release?(context) }
+}
+
+/// What a bps_watch* points to: the stream (retained) and its watch.
+private final class WatchHandle {
+    let stream: ItemStream
+    let watch: StreamWatch
+
+    init(stream: ItemStream, watch: StreamWatch) {
+        self.stream = stream
+        self.watch = watch
+    }
+}
+
+@_cdecl("bps_stream_watch")
+public func abiStreamWatch(
+    _ stream: OpaquePointer?, _ notify: bps_notify_fn?, _ release: bps_context_release_fn?,
+    _ context: UnsafeMutableRawPointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> bps_status {
+    guard let stream, let notify, let out else { return BPS_INVALID_ARGUMENT }
+    let target = Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream)).takeUnretainedValue()
+    let owned = WatchContext(notify: notify, release: release, context: context)
+    let watch = target.watch { events in owned.notify(owned.context, events.rawValue) }
+    let handle = WatchHandle(stream: target, watch: watch)
+    out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+    return BPS_OK
+}
+
+@_cdecl("bps_watch_arm")
+public func abiWatchArm(
+    _ watch: OpaquePointer?, _ events: UInt32, _ out: UnsafeMutablePointer<UInt32>?
+) -> bps_status {
+    guard let watch, let out else { return BPS_INVALID_ARGUMENT }
+    let wanted = Readiness(rawValue: events).intersection([.readable, .writable])
+    guard !wanted.isEmpty, events & ~(BPS_READABLE | BPS_WRITABLE) == 0 else {
+        return BPS_INVALID_ARGUMENT
+    }
+    return Unmanaged<WatchHandle>.fromOpaque(UnsafeRawPointer(watch))._withUnsafeGuaranteedRef {
+        out.pointee = $0.stream.arm($0.watch, for: wanted).rawValue
+        return BPS_OK
+    }
+}
+
+@_cdecl("bps_watch_release")
+public func abiWatchRelease(_ watch: OpaquePointer?) -> bps_status {
+    guard let watch else { return BPS_INVALID_ARGUMENT }
+    let handle = Unmanaged<WatchHandle>.fromOpaque(UnsafeRawPointer(watch)).takeRetainedValue()
+    handle.stream.unwatch(handle.watch)
+    return BPS_OK
+}
