@@ -730,6 +730,31 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         return ready
     }
 
+    /// A put for an async waiter: never waits; on a full `block` stream it returns `.full`
+    /// WITHOUT counting a rejection (the caller waits, see `account`). Every other outcome,
+    /// and every other policy, is `put(item, timeoutNanoseconds: 0)`'s.
+    public func tryPut(_ item: Element) -> PutOutcome {
+        lock.lock()
+        absorbBeforePut(1, deciding: true)
+        let action = state.put(item)
+        if case .mustWait = action {
+            unlock()
+            return .full
+        }
+        if action.stores { watches.itemsAppeared() }
+        noteTransition()
+        unlock()
+        if case .stored(true) = action { notEmpty.signal() }
+        return perform(action)
+    }
+
+    /// Counts an async waiter's wait in the stats (see `AsyncWait`).
+    public func account(_ wait: AsyncWait) {
+        lock.lock()
+        state.account(wait)
+        lock.unlock()
+    }
+
     // MARK: - Inspection and configuration
 
     /// Publishes that `count` reserved items were delivered, without the lock (see

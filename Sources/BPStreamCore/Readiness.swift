@@ -20,8 +20,8 @@ public struct Readiness: OptionSet, Sendable, Hashable {
 /// 1. the waiter tries its non-blocking call; it would wait;
 /// 2. it calls `BoundedStream.arm(_:for:)`: if what it waits for already holds, arm
 ///    returns it and arms nothing (go to 1); otherwise the watch is armed;
-/// 3. the first transition that makes an armed readiness true disarms the watch and calls
-///    `notify` once with what became true, OUTSIDE the stream's lock, on the thread that
+/// 3. the first transition that makes an armed readiness true disarms the watch for it and
+///    calls `notify` once with what became true (what else it is armed for stays armed), OUTSIDE the stream's lock, on the thread that
 ///    made the transition (a producer or consumer of any kind: it may hold no runtime lock,
 ///    so `notify` must only hand the news on, e.g. write to an event loop's eventfd);
 /// 4. the woken waiter retries its non-blocking call (1). It is never handed an item: so a
@@ -80,11 +80,13 @@ struct Watches {
         watch.armed.formUnion(events)
     }
 
+    /// Disarms `watch` for `events` (all it is armed for by default).
     @usableFromInline
-    mutating func disarm(_ watch: StreamWatch) {
-        if watch.armed.contains(.readable) { armedReadable -= 1 }
-        if watch.armed.contains(.writable) { armedWritable -= 1 }
-        watch.armed = []
+    mutating func disarm(_ watch: StreamWatch, for events: Readiness = [.readable, .writable]) {
+        let removed = watch.armed.intersection(events)
+        if removed.contains(.readable) { armedReadable -= 1 }
+        if removed.contains(.writable) { armedWritable -= 1 }
+        watch.armed.subtract(removed)
     }
 
     /// Disarms the watches `pending` concerns and returns them with what to tell each;
@@ -104,7 +106,7 @@ struct Watches {
             var fired = watch.armed.intersection(events.subtracting(.closed))
             if events.contains(.closed), !watch.armed.isEmpty { fired = watch.armed.union(.closed) }
             if fired.isEmpty { continue }
-            disarm(watch)
+            disarm(watch, for: fired)  // what did not fire stays armed
             due.append((watch, fired))
         }
         return due.isEmpty ? nil : due
@@ -127,6 +129,43 @@ extension StreamStateMachine.PutAction {
         switch self {
         case .stored, .storedEvicting, .storedClearing: return true
         case .shed, .mustWait, .rejected, .closed: return false
+        }
+    }
+}
+
+// MARK: - Accounting for async waiters
+
+/// An async waiter's wait, as the stats count it. A thread's wait is counted by the
+/// blocking call itself (`park`); an async waiter waits between calls, so it reports.
+public enum AsyncWait: Sendable {
+    /// A put found no room and will wait: a producer wait and a backpressure event.
+    case putWaits
+    /// That put's wait ended (stored, closed or cancelled) after `nanoseconds`.
+    case putWaited(nanoseconds: Int64)
+    /// That put's timeout passed after `nanoseconds`: counted as rejected, as a thread's.
+    case putGaveUp(nanoseconds: Int64)
+    /// A get found no item and will wait: a consumer wait.
+    case getWaits
+    /// That get's wait ended after `nanoseconds`.
+    case getWaited(nanoseconds: Int64)
+}
+
+extension StreamStateMachine {
+    @usableFromInline
+    mutating func account(_ wait: AsyncWait) {
+        switch wait {
+        case .putWaits:
+            counters.producerWaits &+= 1
+            counters.backpressureEvents &+= 1
+        case .putWaited(let ns):
+            counters.producerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
+        case .putGaveUp(let ns):
+            counters.producerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
+            counters.rejected &+= 1
+        case .getWaits:
+            counters.consumerWaits &+= 1
+        case .getWaited(let ns):
+            counters.consumerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
         }
     }
 }

@@ -342,6 +342,19 @@ bps_status bps_watch_arm(bps_watch *watch, uint32_t events, uint32_t *out_ready)
  * notify. Drops the watch's reference to the stream. */
 bps_status bps_watch_release(bps_watch *watch);
 
+/* A put for an async waiter: never waits. Like bps_stream_put with timeout 0, except that
+ * a block stream's BPS_FULL is not counted as a rejected put: the caller waits (armed
+ * watch) and tries again, accounting its wait below. Ownership as bps_stream_put. */
+bps_status bps_stream_try_put(bps_stream *stream, void *item);
+
+/* An async waiter's wait, for the stats (a blocking call accounts its own): */
+#define BPS_ASYNC_PUT_WAITS 1u    /* a put found no room and waits: producer_waits, backpressure */
+#define BPS_ASYNC_PUT_WAITED 2u   /* that wait ended (stored, closed, cancelled) after waited_ns */
+#define BPS_ASYNC_PUT_GAVE_UP 3u  /* that put's timeout passed after waited_ns: one rejected put */
+#define BPS_ASYNC_GET_WAITS 4u    /* a get found no item and waits: consumer_waits */
+#define BPS_ASYNC_GET_WAITED 5u   /* that wait ended after waited_ns */
+bps_status bps_stream_account_async_wait(bps_stream *stream, uint32_t what, int64_t waited_ns);
+
 /* Closes: puts fail with BPS_CLOSED, gets drain then return BPS_CLOSED, waiters wake.
  * With BPS_CLOSE_IMMEDIATE the backlog is released (release()) on this thread.
  * Closing twice is fine (the second call can still discard with IMMEDIATE). */

@@ -1,5 +1,5 @@
-// The C ABI of readiness watches (bpstream.h, "Readiness watches"): @_cdecl thunks over
-// BoundedStream.watch / arm / unwatch.
+// The C ABI for waiters that do not block a thread (bpstream.h, "Readiness watches"):
+// @_cdecl thunks over BoundedStream.watch / arm / unwatch, tryPut and account.
 //
 // Handles: a bps_watch* is an Unmanaged<WatchHandle>, +1 from bps_stream_watch until
 // bps_watch_release. The caller's context lives in a WatchContext that the core's watch
@@ -69,4 +69,42 @@ public func abiWatchRelease(_ watch: OpaquePointer?) -> bps_status {
     let handle = Unmanaged<WatchHandle>.fromOpaque(UnsafeRawPointer(watch)).takeRetainedValue()
     handle.stream.unwatch(handle.watch)
     return BPS_OK
+}
+
+private func withStreamHandle(_ handle: OpaquePointer?, _ body: (ItemStream) -> bps_status) -> bps_status {
+    guard let handle else { return BPS_INVALID_ARGUMENT }
+    return Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(handle))._withUnsafeGuaranteedRef(body)
+}
+
+@_cdecl("bps_stream_try_put")
+public func abiStreamTryPut(_ stream: OpaquePointer?, _ item: UnsafeMutableRawPointer?) -> bps_status {
+    guard let item else { return BPS_INVALID_ARGUMENT }
+    return withStreamHandle(stream) { stream in
+        switch stream.tryPut(item) {
+        case .stored: return BPS_OK
+        case .shed: return BPS_SHED
+        case .full: return BPS_FULL
+        case .closed: return BPS_CLOSED
+        case .cancelled: return BPS_CANCELLED
+        }
+    }
+}
+
+@_cdecl("bps_stream_account_async_wait")
+public func abiStreamAccountAsyncWait(
+    _ stream: OpaquePointer?, _ what: UInt32, _ waitedNanoseconds: Int64
+) -> bps_status {
+    let wait: AsyncWait
+    switch what {
+    case BPS_ASYNC_PUT_WAITS: wait = .putWaits
+    case BPS_ASYNC_PUT_WAITED: wait = .putWaited(nanoseconds: waitedNanoseconds)
+    case BPS_ASYNC_PUT_GAVE_UP: wait = .putGaveUp(nanoseconds: waitedNanoseconds)
+    case BPS_ASYNC_GET_WAITS: wait = .getWaits
+    case BPS_ASYNC_GET_WAITED: wait = .getWaited(nanoseconds: waitedNanoseconds)
+    default: return BPS_INVALID_ARGUMENT
+    }
+    return withStreamHandle(stream) { stream in
+        stream.account(wait)
+        return BPS_OK
+    }
 }
