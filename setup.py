@@ -57,7 +57,7 @@ setup(
     ext_modules=[
         Extension(
             "bpstream._bpstream",
-            sources=["python/bpstream/_bpstream.c"],
+            sources=["python/bpstream/_bpstream.c", "python/bpstream/_aio.c"],
             include_dirs=[HEADER_DIR, os.path.join(ROOT, "python", "bpstream", "include")],
             libraries=["bpstream"],
             extra_compile_args=compile_args,

@@ -733,9 +733,18 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// A put for an async waiter: never waits; on a full `block` stream it returns `.full`
     /// WITHOUT counting a rejection (the caller waits, see `account`). Every other outcome,
     /// and every other policy, is `put(item, timeoutNanoseconds: 0)`'s.
+    @inlinable
     public func tryPut(_ item: Element) -> PutOutcome {
         lock.lock()
         absorbBeforePut(1, deciding: true)
+        if state.storeIfRoom(item) {  // the hot path, as put's
+            watches.itemsAppeared()
+            let wakeConsumer = state.waitingConsumers > 0
+            noteTransition()
+            unlock()
+            if wakeConsumer { notEmpty.signal() }
+            return .stored
+        }
         let action = state.put(item)
         if case .mustWait = action {
             unlock()

@@ -61,6 +61,7 @@
 #  include <structmember.h>   /* T_PYSSIZET, READONLY */
 #  define Py_T_PYSSIZET T_PYSSIZET
 #  define Py_READONLY READONLY
+#  define Py_T_OBJECT T_OBJECT
 #endif
 
 #include <errno.h>
@@ -74,6 +75,7 @@
 
 #include "bpstream.h"
 #include "bpstream_capi.h"
+#include "_bpstream.h"
 
 /* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
 #define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)
@@ -81,7 +83,6 @@
 #define BATCH 256
 #define NS_PER_SEC 1000000000LL
 
-#define N_POLICIES 5
 static const char *const policy_names[N_POLICIES] = {
     [BPS_POLICY_BLOCK] = "block",
     [BPS_POLICY_DROP_OLDEST] = "drop_oldest",
@@ -101,41 +102,6 @@ static const char *const policy_member_names[N_POLICIES] = {
 /* Module state and objects                                                  */
 /* ------------------------------------------------------------------------- */
 
-typedef struct {
-    PyTypeObject *stream_type;     /* bpstream.BoundedStream */
-    PyTypeObject *queue_type;      /* bpstream.Queue */
-    PyTypeObject *stats_type;      /* bpstream.Stats (structseq) */
-    PyObject *Full;
-    PyObject *Empty;
-    PyObject *Closed;
-    PyObject *ProducerError;       /* a producer ended the stream with a non-OS error */
-    PyTypeObject *iterator_type;   /* bpstream._bpstream.StreamIterator */
-    PyObject *policy_enum;         /* bpstream.Policy (an enum.StrEnum) */
-    PyObject *policy_members[N_POLICIES];  /* indexed by bps_policy */
-} module_state;
-
-typedef struct StreamObject {
-    PyObject_HEAD
-    bps_stream *stream;            /* NULL until __init__; then ours until dealloc */
-    module_state *state;           /* borrowed: our type keeps the module alive */
-    PyObject *weakreflist;
-    Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see top) */
-    bps_policy policy;
-    bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
-    long long unbounded_maxsize;   /* Queue: the maxsize <= 0 given, read back as given */
-    /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
-     * ahead[ahead_next..ahead_count) are ours and not yet delivered. */
-    void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
-    intptr_t *delivered;           /* the core's delivery counter (ahead_deliver adds to it) */
-    Py_ssize_t ahead_next;
-    Py_ssize_t ahead_count;
-    Py_ssize_t ahead_batch;        /* items per refill; 1: no read-ahead */
-    Py_ssize_t live_iterators;     /* iterators alive: the last one hands back leftovers */
-    int handed_to_native;          /* the C API gave native code a handle (a native producer) */
-    /* Every initialised StreamObject of the process, for the fork child (GIL held). */
-    struct StreamObject *prev_stream, *next_stream;
-} StreamObject;
-
 static struct PyModuleDef bpstream_module;
 
 static inline module_state *
@@ -150,7 +116,7 @@ get_module_state(PyObject *module)
 
 /* Sets the exception for a failed call and returns NULL. For BPS_CANCELLED the
  * exception (usually KeyboardInterrupt) was already set by a signal handler. */
-static PyObject *
+PyObject *
 set_error(module_state *st, bps_status status)
 {
     switch (status) {
@@ -195,7 +161,7 @@ set_error(module_state *st, bps_status status)
 
 /* set_error for calls on a stream: BPS_FAILED becomes the producer's error, as
  * OSError(code, message) (the errno's subclass) or bpstream.ProducerError(message). */
-static PyObject *
+PyObject *
 stream_error(StreamObject *self, bps_status status)
 {
     if (status != BPS_FAILED) {
@@ -233,7 +199,7 @@ stream_error(StreamObject *self, bps_status status)
     return NULL;
 }
 
-static PyObject *
+PyObject *
 not_initialized(StreamObject *self)
 {
     PyErr_Format(PyExc_RuntimeError, "%.200s.__init__() was not called",
@@ -241,12 +207,6 @@ not_initialized(StreamObject *self)
     return NULL;
 }
 
-#define CHECK_INIT(self)                      \
-    do {                                      \
-        if ((self)->stream == NULL) {         \
-            return not_initialized(self);     \
-        }                                     \
-    } while (0)
 
 /* PyErr_Fetch is deprecated from 3.12 on; these are the 3.12 API, backported. */
 #if PY_VERSION_HEX >= 0x030C0000
@@ -552,7 +512,7 @@ monotonic_ns(void)
  * anything beyond int64 nanoseconds (~292 years) mean -1, no limit; 0 means do not
  * wait; positive values round up so a tiny timeout still waits. Negative or NaN ->
  * ValueError. Returns 0, or -1 with an exception set. */
-static int
+int
 timeout_to_ns(PyObject *obj, int64_t *out)
 {
     double seconds;
@@ -618,17 +578,8 @@ policy_from_object(PyObject *obj, bps_policy *out)
     return -1;
 }
 
-/* A METH_FASTCALL|METH_KEYWORDS signature: names[0, posonly) are positional-only,
- * names[posonly, kwonly) positional-or-keyword, names[kwonly, n) keyword-only; the
- * first `required` must be given. Only used off the fast paths. */
-typedef struct {
-    const char *fname;
-    const char *const *names;
-    int n, posonly, kwonly, required;
-} arg_spec;
-
 /* out[i] gets a borrowed reference, or NULL when omitted. Returns 0 or -1. */
-static int
+int
 parse_args(const arg_spec *spec, PyObject *const *args, Py_ssize_t nargs,
            PyObject *kwnames, PyObject **out)
 {
@@ -789,7 +740,7 @@ ahead_settle(StreamObject *self)
 
 /* Borrows item. Returns the status; on anything but BPS_OK the stream took nothing
  * and the caller's reference is as it was. */
-static inline bps_status
+bps_status
 do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
 {
     gil_waiter w;
@@ -806,7 +757,7 @@ do_put(StreamObject *self, PyObject *item, int64_t timeout_ns)
 // read-ahead, else a refill of it (which never waits), else one item from the core,
 // waiting as timeout_ns says. Returns a new reference; or NULL with *status the core's
 // failure (no exception set), or NULL with an exception (*status BPS_OK).
-static PyObject *
+PyObject *
 take_next(StreamObject *self, int64_t timeout_ns, bps_status *status)
 {
     *status = BPS_OK;
@@ -908,6 +859,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->live_iterators = 0;
     self->handed_to_native = 0;
     self->prev_stream = self->next_stream = NULL;
+    self->async_waiters = NULL;
     return (PyObject *)self;
 }
 
@@ -1009,6 +961,7 @@ static int
 stream_traverse(StreamObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->async_waiters);
     for (Py_ssize_t i = self->ahead_next; i < self->ahead_count; i++) {
         if (!bps_item_is_frame(self->ahead[i])) {
             Py_VISIT((PyObject *)self->ahead[i]);
@@ -1028,6 +981,7 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
 static int
 stream_clear(StreamObject *self)
 {
+    Py_CLEAR(self->async_waiters);
     if (self->stream != NULL) {
         ahead_settle(self);
         (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
@@ -1081,6 +1035,7 @@ stream_dealloc(StreamObject *self)
         stop_reader(self);
         (void)bps_stream_release(stream);
     }
+    Py_CLEAR(self->async_waiters);
     PyMem_Free(self->ahead);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -1474,7 +1429,7 @@ PyDoc_STRVAR(stream_exit_doc,
 "\n"
 "Close the stream (not immediately: getters can still drain it).");
 
-static PyObject *
+PyObject *
 stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args;
@@ -1535,6 +1490,13 @@ iterator_next(IteratorObject *it)
     return stream_error(self, status);
 }
 
+// `async for`: returns an awaitable for the next item (StopAsyncIteration at the end).
+static PyObject *
+iterator_anext(IteratorObject *it)
+{
+    return aio_anext(it->stream);
+}
+
 static int
 iterator_traverse(IteratorObject *it, visitproc visit, void *arg)
 {
@@ -1578,6 +1540,8 @@ static PyType_Slot iterator_slots[] = {
     {Py_tp_clear, iterator_clear},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, iterator_next},
+    {Py_am_aiter, PyObject_SelfIter},
+    {Py_am_anext, iterator_anext},
     {0, NULL},
 };
 
@@ -1776,6 +1740,17 @@ static PyMethodDef stream_methods[] = {
      stream_close_doc},
     {"stats", (PyCFunction)stream_stats, METH_NOARGS, stream_stats_doc},
     {"__enter__", (PyCFunction)stream_enter, METH_NOARGS, stream_enter_doc},
+    {"aget", (PyCFunction)(void (*)(void))stream_aget, METH_FASTCALL | METH_KEYWORDS,
+     stream_aget_doc},
+    {"aput", (PyCFunction)(void (*)(void))stream_aput, METH_FASTCALL | METH_KEYWORDS,
+     stream_aput_doc},
+    {"__aenter__", (PyCFunction)stream_aenter, METH_NOARGS,
+     PyDoc_STR("Coroutine: returns the stream.")},
+    {"__aexit__", (PyCFunction)(void (*)(void))stream_aexit, METH_FASTCALL,
+     PyDoc_STR("Coroutine: closes the stream (draining), like __exit__.")},
+    {"_try_put", (PyCFunction)stream_try_put, METH_O, NULL},
+    {"_account", (PyCFunction)(void (*)(void))stream_account, METH_FASTCALL, NULL},
+    {"_watch", (PyCFunction)stream_watch, METH_O, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))stream_exit, METH_FASTCALL, stream_exit_doc},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
      PyDoc_STR("See PEP 585")},
@@ -1795,6 +1770,8 @@ static PyGetSetDef stream_getset[] = {
 static PyMemberDef stream_members[] = {
     {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(StreamObject, weakreflist), Py_READONLY,
      NULL},
+    {"_async_waiters", Py_T_OBJECT, offsetof(StreamObject, async_waiters), 0,
+     "bpstream._aio's waiters of this stream, per event loop (internal)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1822,6 +1799,7 @@ static PyType_Slot stream_slots[] = {
     {Py_tp_clear, stream_clear},
     {Py_tp_repr, stream_repr},
     {Py_tp_iter, stream_iter},
+    {Py_am_aiter, stream_iter},
     {Py_tp_methods, stream_methods},
     {Py_tp_getset, stream_getset},
     {Py_tp_members, stream_members},
@@ -2524,7 +2502,7 @@ bpstream_exec(PyObject *module)
     if (st->iterator_type == NULL) {
         goto done;
     }
-    if (register_process_hooks(module) < 0) {
+    if (aio_init_types(module, st) < 0 || register_process_hooks(module) < 0) {
         goto done;
     }
     rc = 0;
@@ -2552,6 +2530,10 @@ bpstream_traverse(PyObject *module, visitproc visit, void *arg)
     for (int i = 0; i < N_POLICIES; i++) {
         Py_VISIT(st->policy_members[i]);
     }
+    Py_VISIT(st->ready_type);
+    Py_VISIT(st->waker_type);
+    Py_VISIT(st->watch_type);
+    Py_VISIT(st->aio);
     return 0;
 }
 
@@ -2571,6 +2553,10 @@ bpstream_clear(PyObject *module)
     for (int i = 0; i < N_POLICIES; i++) {
         Py_CLEAR(st->policy_members[i]);
     }
+    Py_CLEAR(st->ready_type);
+    Py_CLEAR(st->waker_type);
+    Py_CLEAR(st->watch_type);
+    Py_CLEAR(st->aio);
     return 0;
 }
 

@@ -1,0 +1,216 @@
+"""asyncio on a BoundedStream: the waiting half of aget/aput/async for.
+
+The C half (_aio.c) returns an awaitable that is already done whenever an item or room is
+there. Only a call that must wait comes here. The rules:
+
+- A waiter is woken, never handed an item: the woken task retries the non-blocking call.
+  So a task cancelled while waiting takes nothing (get) and stores nothing (put), and one
+  cancelled after its wake-up passes the wake-up on to the next waiter, if any.
+- Per event loop, one eventfd (_bpstream._Waker) the loop watches with add_reader. Per
+  (stream, loop) one core readiness watch (_Watch) and two FIFO lists of futures, getters
+  and putters (_Waiters). The watch is armed only while someone waits; whichever thread
+  makes an armed readiness true (a native producer too, without the GIL) writes the
+  eventfd; the loop's callback wakes the first waiter of each kind concerned.
+- A woken waiter that succeeds and leaves others waiting re-arms for them (chain wake-up):
+  one readiness edge may stand for many items.
+- An async wait is accounted in the stats like a thread's (producer_waits, consumer_waits,
+  their times, a put that times out as rejected), and only a wait counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import weakref
+
+from . import _bpstream
+
+READABLE, WRITABLE, CLOSED = 1, 2, 4
+PUT_WAITS, PUT_WAITED, PUT_GAVE_UP, GET_WAITS, GET_WAITED = 1, 2, 3, 4, 5
+
+
+class _LoopWaker:
+    """One event loop's eventfd and the waiters of every stream waiting on that loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.waker = _bpstream._Waker()
+        self.waiters: set[_Waiters] = set()
+        loop.add_reader(self.waker.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        self.waker.drain()
+        for waiters in list(self.waiters):
+            waiters.dispatch()
+
+
+_loop_wakers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Waiters:
+    """The tasks of one loop waiting on one stream: getters and putters, oldest first."""
+
+    def __init__(self, stream, loop_waker: _LoopWaker):
+        self.watch = stream._watch(loop_waker.waker)
+        self.loop_waker = loop_waker
+        self.getters: collections.deque[asyncio.Future] = collections.deque()
+        self.putters: collections.deque[asyncio.Future] = collections.deque()
+
+    def dispatch(self) -> None:
+        events = self.watch.take_pending()
+        if events & CLOSED:
+            self._wake_all(self.getters)
+            self._wake_all(self.putters)
+            return
+        if events & READABLE:
+            self.wake_next(self.getters)
+        if events & WRITABLE:
+            self.wake_next(self.putters)
+
+    @staticmethod
+    def wake_next(queue: collections.deque) -> None:
+        while queue:
+            future = queue.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    @staticmethod
+    def _wake_all(queue: collections.deque) -> None:
+        while queue:
+            future = queue.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    def rearm_for_next(self, queue: collections.deque, events: int) -> None:
+        """A waiter succeeded: if others wait and what they wait for already holds, wake
+        the next now; else the watch is armed and the next transition wakes it."""
+        if queue and self.watch.arm(events):
+            self.wake_next(queue)
+
+
+def _waiters(stream) -> _Waiters:
+    loop = asyncio.get_running_loop()
+    loop_waker = _loop_wakers.get(loop)
+    if loop_waker is None:
+        loop_waker = _loop_wakers[loop] = _LoopWaker(loop)
+    table = stream._async_waiters
+    if table is None:
+        table = stream._async_waiters = weakref.WeakKeyDictionary()
+    waiters = table.get(loop)
+    if waiters is None:
+        waiters = table[loop] = _Waiters(stream, loop_waker)
+        loop_waker.waiters.add(waiters)
+        weakref.finalize(loop, _forget, weakref.ref(loop_waker), waiters)
+    return waiters
+
+
+def _forget(loop_waker_ref, waiters: _Waiters) -> None:
+    loop_waker = loop_waker_ref()
+    if loop_waker is not None:
+        loop_waker.waiters.discard(waiters)
+    waiters.watch.close()
+
+
+async def _wait_ready(waiters: _Waiters, queue: collections.deque, events: int,
+                      deadline: float | None, front: bool) -> bool:
+    """Waits until woken for `events` (True) or until the deadline (False). Cancellation
+    propagates; a wake-up it had already received is passed on first."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    if front:
+        queue.appendleft(future)
+    else:
+        queue.append(future)
+    if waiters.watch.arm(events):  # ready now: do not wait
+        _discard(queue, future)
+        return True
+    try:
+        if deadline is None:
+            await future
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await future
+            except TimeoutError:
+                return False
+        return True
+    except BaseException:
+        if future.done() and not future.cancelled():
+            waiters.wake_next(queue)  # woken, then cancelled: pass the wake-up on
+        raise
+    finally:
+        _discard(queue, future)
+
+
+def _discard(queue: collections.deque, future: asyncio.Future) -> None:
+    try:
+        queue.remove(future)
+    except ValueError:
+        pass
+
+
+def _deadline(timeout) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+async def aget_wait(stream, timeout):
+    """stream.aget() found nothing and may wait."""
+    waiters = _waiters(stream)
+    deadline = _deadline(timeout)
+    started = time.monotonic()
+    stream._account(GET_WAITS, 0.0)
+    woken = False
+    try:
+        while True:
+            try:
+                item = stream.get_nowait()
+            except _bpstream.Empty:
+                pass
+            else:
+                waiters.rearm_for_next(waiters.getters, READABLE)
+                return item
+            if not await _wait_ready(waiters, waiters.getters, READABLE, deadline, front=woken):
+                raise _bpstream.Empty
+            woken = True
+    finally:
+        stream._account(GET_WAITED, time.monotonic() - started)
+
+
+async def anext_wait(stream):
+    """`async for` found nothing and waits (without limit); ends once closed and drained."""
+    try:
+        return await aget_wait(stream, None)
+    except _bpstream.Closed:
+        raise StopAsyncIteration from None
+
+
+async def aput_wait(stream, item, timeout):
+    """stream.aput() found a full block stream and may wait (nothing counted yet)."""
+    waiters = _waiters(stream)
+    deadline = _deadline(timeout)
+    started = time.monotonic()
+    stream._account(PUT_WAITS, 0.0)
+    outcome = PUT_WAITED
+    woken = False
+    try:
+        while True:
+            if woken or waiters.watch.arm(WRITABLE):
+                try:
+                    stored = stream._try_put(item)
+                except _bpstream.Full:
+                    pass
+                else:
+                    waiters.rearm_for_next(waiters.putters, WRITABLE)
+                    return stored
+            if not await _wait_ready(waiters, waiters.putters, WRITABLE, deadline, front=woken):
+                outcome = PUT_GAVE_UP
+                raise _bpstream.Full
+            woken = True
+    finally:
+        stream._account(outcome, time.monotonic() - started)
