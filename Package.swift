@@ -24,18 +24,12 @@ let package = Package(
         // Everyone else: libbpstream.so + bpstream.h.
         .library(name: "bpstream", type: .dynamic, targets: ["BPStream"]),
     ],
-    dependencies: [
-        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-    ],
     targets: [
         // CPU hints Swift cannot spell (the spin-wait `pause`); internal to the core.
         .target(name: "CBPStreamCPU"),
         .target(
             name: "BPStreamCore",
-            dependencies: [
-                "CBPStreamCPU",
-                .product(name: "DequeModule", package: "swift-collections"),
-            ],
+            dependencies: ["CBPStreamCPU"],
             swiftSettings: coreSwiftSettings
         ),
         .target(name: "CBPStream"),

@@ -182,7 +182,8 @@ final class NativeReader: @unchecked Sendable {
     }
 
     /// Puts the batch (waiting as the policy says) and empties it; frames the stream did not
-    /// take are freed. Returns false when the stream is closed: the thread must end.
+    /// take are freed. Returns false when the stream is closed (or could not grow, and is
+    /// now closed with ENOMEM): the thread must end.
     private func deliver(_ batch: inout [UnsafeMutableRawPointer]) -> Bool {
         guard !batch.isEmpty else { return true }
         var observer = NoWaitObserver()
@@ -191,6 +192,10 @@ final class NativeReader: @unchecked Sendable {
         }
         for item in batch[taken...] { Frame.free(item) }
         batch.removeAll(keepingCapacity: true)
+        if outcome == .noMemory {  // the stream could not grow: end it with ENOMEM
+            fail(ENOMEM)
+            return false
+        }
         return outcome != .closed && outcome != .cancelled
     }
 

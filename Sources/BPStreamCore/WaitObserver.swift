@@ -37,6 +37,9 @@ public enum PutOutcome: Sendable, Equatable {
     case closed
     /// The observer cancelled the wait; the caller keeps the item.
     case cancelled
+    /// The stream's buffer could not grow to hold the item (memory allocation failed);
+    /// nothing changed or was counted; the caller keeps the item.
+    case noMemory
 }
 
 /// How a non-throwing get ended (other than with an item).

@@ -18,6 +18,7 @@ private func describe(_ action: Machine.PutAction) -> String {
     case .mustWait: return "mustWait"
     case .rejected: return "rejected"
     case .closed: return "closed"
+    case .noMemory: return "noMemory"
     }
 }
 
