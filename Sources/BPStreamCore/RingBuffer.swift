@@ -79,14 +79,10 @@ final class RingBuffer<Element> {
     @usableFromInline
     func grow(to minimumCapacity: Int, limit: Int) -> Bool {
         let doubled = capacity > Int.max / 2 ? Int.max : Swift.max(2 * capacity, 16)
-        var newCapacity = Swift.max(minimumCapacity, Swift.min(doubled, limit))
-        var raw = allocate(newCapacity)
-        if raw == nil && newCapacity > minimumCapacity {
-            // Doubling asked too much: what is needed may still be had.
-            newCapacity = minimumCapacity
-            raw = allocate(newCapacity)
-        }
-        guard let raw else { return false }
+        let newCapacity = Swift.max(minimumCapacity, Swift.min(doubled, limit))
+        // No retry with just what is needed when doubling fails: near the limit that would
+        // grow (and copy everything) by one batch at a time, quadratic in the depth.
+        guard let raw = allocate(newCapacity) else { return false }
         let newStorage = raw.bindMemory(to: Element.self, capacity: newCapacity)
         if let storage {
             let (first, second) = segments(count)
