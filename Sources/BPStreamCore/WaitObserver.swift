@@ -18,6 +18,12 @@ public protocol WaitObserver {
 
 /// The observer for callers with nothing to do around a wait.
 public struct NoWaitObserver: WaitObserver {
+    /// Never read. It gives the observer a size, so every `var observer` has an address of
+    /// its own: an empty struct passed `inout` gets a placeholder address (the same on every
+    /// thread, or whatever a register held), and ThreadSanitizer's exclusivity checks then
+    /// report the `mutating` hook calls of unrelated threads as "Swift access races".
+    @usableFromInline var unused: UInt8 = 0
+
     public init() {}
     @inlinable public var pollIntervalNanoseconds: Int64 { 0 }
     @inlinable public mutating func willWait() {}
