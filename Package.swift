@@ -24,18 +24,12 @@ let package = Package(
         // Everyone else: libbpstream.so + bpstream.h.
         .library(name: "bpstream", type: .dynamic, targets: ["BPStream"]),
     ],
-    dependencies: [
-        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-    ],
     targets: [
         // CPU hints Swift cannot spell (the spin-wait `pause`); internal to the core.
         .target(name: "CBPStreamCPU"),
         .target(
             name: "BPStreamCore",
-            dependencies: [
-                "CBPStreamCPU",
-                .product(name: "DequeModule", package: "swift-collections"),
-            ],
+            dependencies: ["CBPStreamCPU"],
             swiftSettings: coreSwiftSettings
         ),
         .target(name: "CBPStream"),
@@ -46,12 +40,16 @@ let package = Package(
             swiftSettings: coreSwiftSettings,
             linkerSettings: [
                 // One self-contained .so: Swift runtime inside, found next to nothing
-                // but itself, exporting only bps_* symbols.
+                // but itself (SwiftPM adds RUNPATH $ORIGIN), exporting only bps_* symbols.
+                // lld, not the default gold: gold keeps every protected Swift symbol that
+                // another module reaches through the GOT (type metadata, conformances) in
+                // .dynsym, as a LOCAL entry with a GLOB_DAT relocation, despite the version
+                // script; lld resolves those GOT slots at link time (RELATIVE) and drops them.
                 // Release only: these flags also reach the test binary, whose link they break.
                 .unsafeFlags([
+                    "-use-ld=lld",
                     "-static-stdlib",
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/BPStream/exports.map",
-                    "-Xlinker", "-rpath=$ORIGIN",
                     "-Xlinker", "--gc-sections",
                 ], .when(configuration: .release)),
             ]

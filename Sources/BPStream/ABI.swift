@@ -55,6 +55,7 @@ private func status(_ outcome: PutOutcome) -> bps_status {
     case .full: return BPS_FULL
     case .closed: return BPS_CLOSED
     case .cancelled: return BPS_CANCELLED
+    case .noMemory: return BPS_NO_MEMORY
     }
 }
 

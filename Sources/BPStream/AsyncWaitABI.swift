@@ -86,6 +86,7 @@ public func abiStreamTryPut(_ stream: OpaquePointer?, _ item: UnsafeMutableRawPo
         case .full: return BPS_FULL
         case .closed: return BPS_CLOSED
         case .cancelled: return BPS_CANCELLED
+        case .noMemory: return BPS_NO_MEMORY
         }
     }
 }

@@ -368,7 +368,8 @@ final class NativeReader: @unchecked Sendable {
     }
 
     /// Puts the batch (waiting as the policy says) and empties it; frames the stream did not
-    /// take are freed. Returns false when the stream is closed: the thread must end.
+    /// take are freed. Returns false when the stream is closed (or could not grow, and is
+    /// now closed with ENOMEM): the thread must end.
     private func deliver(_ work: inout Work) -> Bool {
         guard work.batchCount > 0 else { return true }
         var observer = NoWaitObserver()
@@ -376,6 +377,10 @@ final class NativeReader: @unchecked Sendable {
         let (taken, outcome) = stream.put(contentsOf: frames, timeoutNanoseconds: -1, observer: &observer)
         for item in frames[taken...] { Frame.free(item) }
         work.batchCount = 0
+        if outcome == .noMemory {  // the stream could not grow: end it with ENOMEM
+            fail(ENOMEM)
+            return false
+        }
         return outcome != .closed && outcome != .cancelled
     }
 

@@ -1,5 +1,4 @@
 import CBPStreamCPU
-import DequeModule
 import Synchronization
 
 /// A thread-safe, multi-producer multi-consumer bounded stream with an explicit overflow
@@ -220,6 +219,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             return .full
         case .closed:
             return .closed
+        case .noMemory:
+            return .noMemory
         }
     }
 
@@ -227,7 +228,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///
     /// - Returns: how many items the stream took (the first `taken`), and how the call
     ///   ended: `.stored` (all taken), `.shed` (the rest were shed: `dropNewest`), or
-    ///   `.full`/`.closed`/`.cancelled` (the rest were not put and stay with the caller).
+    ///   `.full`/`.closed`/`.cancelled`/`.noMemory` (the rest were not put and stay with
+    ///   the caller).
     ///   One timeout covers the whole call.
     @inlinable
     public func put<Items: Collection, Observer: WaitObserver>(
@@ -305,6 +307,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 break loop
             case .closed:
                 outcome = .closed
+                break loop
+            case .noMemory:
+                outcome = .noMemory
                 break loop
             }
             taken += 1
@@ -898,6 +903,7 @@ extension BoundedStream {
         case .full: throw .full
         case .closed: throw .closed
         case .cancelled: throw .cancelled
+        case .noMemory: throw .noMemory
         }
     }
 

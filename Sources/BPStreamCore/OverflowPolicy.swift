@@ -42,6 +42,8 @@ public enum StreamError: Error, Equatable, Sendable {
     case tooManyTaskDone
     /// The producer closed the stream with this error and every item before it was taken.
     case failed(ProducerFailure)
+    /// A put's item could not be stored: the buffer could not grow (out of memory).
+    case noMemory
 }
 
 /// An error a producer ended the stream with: consumers get every item put before it,

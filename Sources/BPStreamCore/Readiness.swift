@@ -128,7 +128,7 @@ extension StreamStateMachine.PutAction {
     var stores: Bool {
         switch self {
         case .stored, .storedEvicting, .storedClearing: return true
-        case .shed, .mustWait, .rejected, .closed: return false
+        case .shed, .mustWait, .rejected, .closed, .noMemory: return false
         }
     }
 }

@@ -1,5 +1,3 @@
-import DequeModule
-
 /// The stream's state and every transition, with no lock and no threads.
 ///
 /// `BoundedStream` owns one of these behind its lock and turns each transition's returned
@@ -9,6 +7,10 @@ import DequeModule
 /// Invariants (hold between any two transitions):
 /// - `depth == buffer.count + reserved`: reserved items (taken by `reserve`, not yet
 ///   `settle`d) still count in the depth and against the capacity.
+/// - `buffer.capacity >= depth` (unless `discardsBacklog`): every store makes the ring big
+///   enough for the whole depth, so reserved items handed back (`settle`) always fit and
+///   the only transitions that can run out of memory are puts, which report it
+///   (`PutAction.noMemory`) and change nothing.
 /// - `counters.produced == counters.consumed + counters.dropped + depth`
 /// - `depth <= capacity`, except after `setCapacity` shrank below the depth: then
 ///   nothing is added until the depth falls under the new capacity (drop policies evict or
@@ -18,8 +20,9 @@ import DequeModule
 ///   for a wake-up when someone can hear it.
 @usableFromInline
 struct StreamStateMachine<Element> {
-    /// Buffered items, oldest first.
-    @usableFromInline var buffer: Deque<Element>
+    /// Buffered items, oldest first. Owned by this machine alone (a reference: copying a
+    /// machine would share it; nothing does).
+    @usableFromInline var buffer = RingBuffer<Element>()
     /// The bound; `Int.max` means unbounded.
     @usableFromInline var capacity: Int
     @usableFromInline let policy: OverflowPolicy
@@ -65,8 +68,7 @@ struct StreamStateMachine<Element> {
     init(capacity: Int?, policy: OverflowPolicy, now: Int64) {
         self.capacity = capacity ?? Int.max
         self.policy = policy
-        // Grow on demand: a large bound costs nothing until it is used.
-        self.buffer = Deque(minimumCapacity: Swift.min(capacity ?? 16, 1024))
+        // The ring grows on demand (and may fail to): a large bound costs nothing until used.
         self.rate = RateWindow(now: now)
     }
 
@@ -80,7 +82,7 @@ struct StreamStateMachine<Element> {
         /// Stored after evicting the oldest item (`dropOldest`): release that one.
         case storedEvicting(Element, wakeJoiners: Bool)
         /// Stored after clearing the backlog (`dropAll`): release every cleared item.
-        case storedClearing(Deque<Element>, wakeJoiners: Bool)
+        case storedClearing(RingBuffer<Element>, wakeJoiners: Bool)
         /// Counted as produced and shed (`dropNewest`); the caller keeps the item.
         case shed
         /// Full under `block`: wait for room, then call `put` again, or give up.
@@ -89,6 +91,9 @@ struct StreamStateMachine<Element> {
         case rejected
         /// The stream is closed; nothing counted; the caller keeps the item.
         case closed
+        /// The buffer could not grow to hold the item (malloc failed); nothing changed or
+        /// counted; the caller keeps the item.
+        case noMemory
     }
 
     /// The hot path of `put`, small enough to inline into the caller: stores `item` if
@@ -97,8 +102,7 @@ struct StreamStateMachine<Element> {
     @inlinable @inline(__always)
     mutating func storeIfRoom(_ item: Element) -> Bool {
         guard !isClosed, buffer.count &+ reserved < capacity else { return false }
-        store(item)
-        return true
+        return store(item)
     }
 
     /// The hot path of a batch put: stores the longest prefix of `items` that fits without
@@ -108,9 +112,14 @@ struct StreamStateMachine<Element> {
     mutating func storeIfRoom<Items: Collection>(contentsOf items: Items) -> Int
     where Items.Element == Element {
         guard !isClosed else { return 0 }
-        let count = Swift.min(capacity &- depth, items.count)
+        var count = Swift.min(capacity &- depth, items.count)
         guard count > 0 else { return 0 }
-        buffer.append(contentsOf: items.prefix(count))
+        if !buffer.reserve(depth &+ count, limit: capacity) {
+            // Out of memory for all of them: store what fits in the ring as it is.
+            count = Swift.max(buffer.capacity &- depth, 0)
+            guard count > 0 else { return 0 }
+        }
+        buffer.appendAssumingRoom(contentsOf: items.prefix(count))
         recordStored(count)
         return count
     }
@@ -160,7 +169,7 @@ struct StreamStateMachine<Element> {
     mutating func put(_ item: Element) -> PutAction {
         if isClosed { return .closed }
         if depth < capacity {
-            store(item)
+            guard store(item) else { return .noMemory }
             return .stored(wakeConsumer: waitingConsumers > 0)
         }
         switch policy {
@@ -178,19 +187,23 @@ struct StreamStateMachine<Element> {
             recordShed(1)
             return .shed
         case .dropOldest:
-            let evicted = buffer.removeFirst()
+            let evicted = buffer.popFirst().unsafelyUnwrapped  // not empty: checked above
             counters.droppedEvicted &+= 1
             counters.backpressureEvents &+= 1
             let wakeJoiners = finishTasks(1)
-            store(item)
+            let stored = store(item)  // into the evicted item's slot: never allocates
+            assert(stored)
             return .storedEvicting(evicted, wakeJoiners: wakeJoiners)
         case .dropAll:
-            var cleared = Deque<Element>(minimumCapacity: Swift.min(buffer.count, 1024))
-            swap(&cleared, &buffer)
+            // The backlog leaves in O(1) with its storage; the ring starts afresh, with room
+            // for the reserved items and the new one allocated before anything changes.
+            guard let cleared = buffer.takeAll(keepingRoomFor: reserved &+ 1, limit: capacity)
+            else { return .noMemory }
             counters.droppedCleared &+= UInt64(cleared.count)
             counters.backpressureEvents &+= 1
             let wakeJoiners = finishTasks(UInt64(cleared.count))
-            store(item)
+            let stored = store(item)
+            assert(stored)
             return .storedClearing(cleared, wakeJoiners: wakeJoiners)
         }
     }
@@ -204,10 +217,14 @@ struct StreamStateMachine<Element> {
         rate.tick(produced: counters.produced, consumed: counters.consumed)
     }
 
+    /// Stores `item`, growing the ring to hold the whole depth (see the invariants);
+    /// false, with nothing changed, when it cannot grow.
     @inlinable @inline(__always)
-    mutating func store(_ item: Element) {
-        buffer.append(item)
+    mutating func store(_ item: Element) -> Bool {
+        guard buffer.reserve(depth &+ 1, limit: capacity) else { return false }
+        buffer.appendAssumingRoom(item)
         recordStored(1)
+        return true
     }
 
     /// Counts `count` items just appended to the buffer: produced, unfinished, peak, rate.
@@ -288,8 +305,8 @@ struct StreamStateMachine<Element> {
         let limit = reserving && waitingConsumers > 0 ? 1 : target.count
         let count = Swift.min(limit, buffer.count)
         if count == 0 { return isClosed ? .closed(failure) : .mustWait }
-        // Copies the first `count` (from both segments of the ring), then drops them: for
-        // trivial elements (pointers), two memcpys and an index move.
+        // Moves the first `count` out (one bitwise copy per segment of the ring, no retain
+        // or release), then moves the head.
         buffer.moveFirst(count, to: target)
         if reserving {
             if lastReservation.count > 0, now > lastReservation.time {
@@ -324,7 +341,7 @@ struct StreamStateMachine<Element> {
     @usableFromInline
     struct CloseAction {
         /// Items to release (immediate close only), oldest first.
-        @usableFromInline var discarded: Deque<Element>
+        @usableFromInline var discarded: RingBuffer<Element>
         /// Whether any thread is parked and must be woken (all of them are).
         @usableFromInline var wakeAll: Bool
     }
@@ -335,9 +352,9 @@ struct StreamStateMachine<Element> {
         if !isClosed { self.failure = failure }
         isClosed = true
         if immediate { discardsBacklog = true }
-        var discarded = Deque<Element>()
+        var discarded = RingBuffer<Element>()
         if immediate && !buffer.isEmpty {
-            swap(&discarded, &buffer)
+            discarded = buffer.takeAll()!  // keeping no room: cannot fail
             counters.droppedOnClose &+= UInt64(discarded.count)
             _ = finishTasks(UInt64(discarded.count))
         }
@@ -382,7 +399,10 @@ struct StreamStateMachine<Element> {
                 action.wakeJoiners = finishTasks(UInt64(returned.count))
                 action.discarded = returned
             } else {
-                buffer.prepend(contentsOf: returned)
+                // Fits without growing: the ring holds the whole depth (see the invariants).
+                let fits = buffer.reserve(buffer.count &+ returned.count)
+                precondition(fits, "bpstream: the ring buffer lost room held for reserved items")
+                buffer.prependAssumingRoom(contentsOf: returned)
                 action.wakeConsumers = waitingConsumers > 0
             }
         }
@@ -441,17 +461,5 @@ struct StreamStateMachine<Element> {
             rate.rates(now: now, produced: counters.produced, consumed: counters.consumed)
         rate.record(now: now, produced: counters.produced, consumed: counters.consumed)
         return stats
-    }
-}
-
-extension Deque {
-    /// Moves the first `count` elements (`count <= self.count`, `<= target.count`) into
-    /// `target`, in order: one copy per segment of the ring, then an index move.
-    @inlinable
-    mutating func moveFirst(_ count: Int, to target: UnsafeMutableBufferPointer<Element>) {
-        let (_, copied) = self._copyContents(
-            initializing: UnsafeMutableBufferPointer(rebasing: target[..<count]))
-        assert(copied == count)
-        removeFirst(count)  // after the copy (and its iterator) is gone: storage still unique
     }
 }

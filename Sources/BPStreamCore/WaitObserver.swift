@@ -18,6 +18,12 @@ public protocol WaitObserver {
 
 /// The observer for callers with nothing to do around a wait.
 public struct NoWaitObserver: WaitObserver {
+    /// Never read. It gives the observer a size, so every `var observer` has an address of
+    /// its own: an empty struct passed `inout` gets a placeholder address (the same on every
+    /// thread, or whatever a register held), and ThreadSanitizer's exclusivity checks then
+    /// report the `mutating` hook calls of unrelated threads as "Swift access races".
+    @usableFromInline var unused: UInt8 = 0
+
     public init() {}
     @inlinable public var pollIntervalNanoseconds: Int64 { 0 }
     @inlinable public mutating func willWait() {}
@@ -37,6 +43,9 @@ public enum PutOutcome: Sendable, Equatable {
     case closed
     /// The observer cancelled the wait; the caller keeps the item.
     case cancelled
+    /// The stream's buffer could not grow to hold the item (memory allocation failed);
+    /// nothing changed or was counted; the caller keeps the item.
+    case noMemory
 }
 
 /// How a non-throwing get ended (other than with an item).

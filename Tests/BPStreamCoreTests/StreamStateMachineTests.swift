@@ -18,6 +18,7 @@ private func describe(_ action: Machine.PutAction) -> String {
     case .mustWait: return "mustWait"
     case .rejected: return "rejected"
     case .closed: return "closed"
+    case .noMemory: return "noMemory"
     }
 }
 
@@ -67,6 +68,11 @@ private func assertInvariants(
                                 file: file, line: line)
     XCTAssertGreaterThanOrEqual(machine.waitingProducers, 0, file: file, line: line)
     XCTAssertGreaterThanOrEqual(machine.waitingConsumers, 0, file: file, line: line)
+    if !machine.discardsBacklog {
+        // Room for the whole depth: reserved items handed back never need an allocation.
+        XCTAssertGreaterThanOrEqual(machine.buffer.capacity, machine.depth,
+                                    "ring smaller than the depth \(context())", file: file, line: line)
+    }
 }
 
 private func makeMachine(_ capacity: Int?, _ policy: OverflowPolicy) -> Machine {
@@ -738,6 +744,22 @@ final class StreamStateMachineTests: XCTestCase {
                            : "storedClearing([2, 4], wakeJoiners: false)")
             assertInvariants(machine)
         }
+    }
+
+    /// drop_all hands the backlog over with its storage and starts a fresh ring: the fresh
+    /// one has room for the reserved items too, so handing them back allocates nothing.
+    func testDropAllClearingLeavesRoomForReservedItemsHandedBack() {
+        var machine = makeMachine(4, .dropAll)
+        putAll(&machine, [1, 2, 3, 4])
+        XCTAssertEqual(reserve(&machine, 2), [1, 2])
+        XCTAssertEqual(describe(machine.put(5)), "storedClearing([3, 4], wakeJoiners: false)")
+        assertInvariants(machine)
+        let ringCapacity = machine.buffer.capacity
+        XCTAssertGreaterThanOrEqual(ringCapacity, 3)
+        _ = machine.settle(delivered: 0, returned: [1, 2])
+        XCTAssertEqual(Array(machine.buffer), [1, 2, 5], "handed back to the front")
+        XCTAssertEqual(machine.buffer.capacity, ringCapacity, "without growing")
+        assertInvariants(machine)
     }
 
     // MARK: model check

@@ -90,7 +90,8 @@ typedef enum bps_status {
     BPS_TIMED_OUT = 6,        /* join: tasks remained unfinished when the timeout passed */
     BPS_INVALID_ARGUMENT = 7, /* NULL handle or out-parameter, NULL item, bad number or enum */
     BPS_INVALID_STATE = 8,    /* task_done called more times than items were put */
-    BPS_NO_MEMORY = 9,        /* allocation failed */
+    BPS_NO_MEMORY = 9,        /* allocation failed (put: the stream's buffer could not grow);
+                                 nothing changed, a put's item stays with the caller */
     BPS_FAILED = 10,          /* get: closed WITH a producer's error and drained (bps_stream_failure) */
     BPS_OS_ERROR = 11         /* an OS call failed; errno tells which */
 } bps_status;
@@ -238,14 +239,17 @@ bps_status bps_stream_retain(bps_stream *stream);
 /* Drops a reference; the last one releases leftover items (release()) and frees the stream. */
 bps_status bps_stream_release(bps_stream *stream);
 
-/* Puts one item. BPS_OK: the stream owns it. Any other status: the caller still does. */
+/* Puts one item. BPS_OK: the stream owns it. Any other status: the caller still does.
+ * BPS_NO_MEMORY: the stream's buffer (which grows on demand up to the capacity) could
+ * not grow; nothing was stored or counted, and the stream stays usable (gets make room). */
 bps_status bps_stream_put(bps_stream *stream, void *item, int64_t timeout_ns,
                           const bps_waiter *waiter);
 
 /* Puts items[0..count) in order; the first *out_taken are the stream's, the rest the
  * caller's. *out_taken is written whatever the status (when out_taken is non-NULL).
  * BPS_OK: all taken. BPS_SHED: the rest were shed (drop_newest). BPS_FULL/BPS_CLOSED/
- * BPS_CANCELLED: the rest were not put. One timeout covers the whole call. */
+ * BPS_CANCELLED/BPS_NO_MEMORY (the buffer could not grow: see bps_stream_put): the rest
+ * were not put. One timeout covers the whole call. */
 bps_status bps_stream_put_many(bps_stream *stream, void *const *items, size_t count,
                                int64_t timeout_ns, const bps_waiter *waiter,
                                size_t *out_taken);
