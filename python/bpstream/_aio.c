@@ -654,3 +654,77 @@ aio_init_types(PyObject *module, module_state *st)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------- */
+/* Batches                                                                   */
+/* ------------------------------------------------------------------------- */
+
+const char stream_aget_many_doc[] =
+"aget_many($self, /, max_items, timeout=None)\n"
+"--\n"
+"\n"
+"Coroutine: like get_many(): wait (suspending the task) for at least one item,\n"
+"then take up to max_items. Raises Empty when the timeout passes, Closed once\n"
+"closed and drained. Cancelled while waiting, it takes nothing.";
+
+PyObject *
+stream_aget_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "timeout"};
+    static const arg_spec spec = {"aget_many", names, 2, 0, 2, 1};
+    PyObject *argv[2] = {NULL, NULL};
+    int64_t timeout_ns = -1;
+    CHECK_INIT(self);
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || timeout_to_ns(argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return NULL;
+    }
+    PyObject *call_args[3] = {(PyObject *)self, argv[0], zero};
+    PyObject *name = PyUnicode_FromString("get_many");
+    PyObject *items = name == NULL ? NULL
+        : PyObject_VectorcallMethod(name, call_args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(name);
+    Py_DECREF(zero);
+    if (items != NULL) {
+        return ready_new(self->state, items);   /* the fast path */
+    }
+    if (timeout_ns != 0 && PyErr_ExceptionMatches(self->state->Empty)) {
+        PyErr_Clear();
+        PyObject *call[3] = {(PyObject *)self, argv[0], argv[1] != NULL ? argv[1] : Py_None};
+        return call_aio(self->state, "aget_many_wait", call, 3);
+    }
+    if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return NULL;   /* a bad max_items: raised at the call, like a bad timeout */
+    }
+    return ready_from_error(self->state);
+}
+
+const char stream_aput_many_doc[] =
+"aput_many($self, iterable, /, timeout=None)\n"
+"--\n"
+"\n"
+"Coroutine: like put_many(): put every item in order, waiting for room by\n"
+"suspending the task; return how many were stored. One timeout covers the whole\n"
+"call; on failure the exception's `accepted` says how many were stored.";
+
+PyObject *
+stream_aput_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"iterable", "timeout"};
+    static const arg_spec spec = {"aput_many", names, 2, 1, 2, 1};
+    PyObject *argv[2] = {NULL, NULL};
+    int64_t timeout_ns = -1;
+    CHECK_INIT(self);
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
+        || timeout_to_ns(argv[1], &timeout_ns) < 0) {
+        return NULL;
+    }
+    PyObject *call[3] = {(PyObject *)self, argv[0], argv[1] != NULL ? argv[1] : Py_None};
+    return call_aio(self->state, "aput_many", call, 3);
+}

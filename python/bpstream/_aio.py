@@ -214,3 +214,44 @@ async def aput_wait(stream, item, timeout):
             woken = True
     finally:
         stream._account(outcome, time.monotonic() - started)
+
+
+async def aget_many_wait(stream, max_items, timeout):
+    """stream.aget_many() found nothing and may wait: for one item, then a batch."""
+    waiters = _waiters(stream)
+    deadline = _deadline(timeout)
+    started = time.monotonic()
+    stream._account(GET_WAITS, 0.0)
+    woken = False
+    try:
+        while True:
+            try:
+                items = stream.get_many(max_items, timeout=0)
+            except _bpstream.Empty:
+                pass
+            else:
+                waiters.rearm_for_next(waiters.getters, READABLE)
+                return items
+            if not await _wait_ready(waiters, waiters.getters, READABLE, deadline, front=woken):
+                raise _bpstream.Empty
+            woken = True
+    finally:
+        stream._account(GET_WAITED, time.monotonic() - started)
+
+
+async def aput_many(stream, iterable, timeout):
+    """stream.aput_many(): each item through aput (done at once while there is room)."""
+    deadline = _deadline(timeout)
+    stored = 0
+    try:
+        for item in iterable:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if await stream.aput(item, timeout=remaining if remaining != 0 else 1e-9):
+                stored += 1
+    except BaseException as exc:
+        try:
+            exc.accepted = stored
+        except AttributeError:
+            pass
+        raise
+    return stored

@@ -704,8 +704,13 @@ ahead_deliver(StreamObject *self)
 {
     Py_ssize_t i = self->ahead_next++;
     void *item = self->ahead[i];
-    /* bps_stream_mark_delivered(stream, 1), inline: one atomic add, no call. */
+    /* bps_stream_mark_delivered(stream, 1), inline: one atomic add, no call; and when an
+     * async producer waits for room (the word after the counter), settle at once so the
+     * room reaches it (bpstream.h, bps_stream_delivery_counter). */
     __atomic_fetch_add(self->delivered, 1, __ATOMIC_RELEASE);
+    if (__builtin_expect(__atomic_load_n(self->delivered + 1, __ATOMIC_RELAXED) != 0, 0)) {
+        (void)bps_stream_settle(self->stream, 0, NULL, 0);
+    }
     if (i + AHEAD_PREFETCH < self->ahead_count) {
         __builtin_prefetch(bps_item_frame(self->ahead[i + AHEAD_PREFETCH]));
     }
@@ -1744,6 +1749,10 @@ static PyMethodDef stream_methods[] = {
      stream_aget_doc},
     {"aput", (PyCFunction)(void (*)(void))stream_aput, METH_FASTCALL | METH_KEYWORDS,
      stream_aput_doc},
+    {"aget_many", (PyCFunction)(void (*)(void))stream_aget_many,
+     METH_FASTCALL | METH_KEYWORDS, stream_aget_many_doc},
+    {"aput_many", (PyCFunction)(void (*)(void))stream_aput_many,
+     METH_FASTCALL | METH_KEYWORDS, stream_aput_many_doc},
     {"__aenter__", (PyCFunction)stream_aenter, METH_NOARGS,
      PyDoc_STR("Coroutine: returns the stream.")},
     {"__aexit__", (PyCFunction)(void (*)(void))stream_aexit, METH_FASTCALL,

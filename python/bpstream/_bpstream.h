@@ -107,7 +107,9 @@ PyObject *stream_account(StreamObject *self, PyObject *const *args, Py_ssize_t n
 PyObject *stream_watch(StreamObject *self, PyObject *waker);
 PyObject *stream_aenter(StreamObject *self, PyObject *Py_UNUSED(ignored));
 PyObject *stream_aexit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
-extern const char stream_aget_doc[], stream_aput_doc[];
+PyObject *stream_aget_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *stream_aput_many(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+extern const char stream_aget_doc[], stream_aput_doc[], stream_aget_many_doc[], stream_aput_many_doc[];
 // The iterator's __anext__ for `async for`: the next item of self's stream.
 PyObject *aio_anext(StreamObject *self);
 
