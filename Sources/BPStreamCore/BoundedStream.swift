@@ -60,6 +60,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     }()
     /// Readiness watches (async waiters), guarded by `lock`; see `StreamWatch`.
     @usableFromInline var watches = Watches()
+    /// Suspended async puts and gets (BoundedStream+Async.swift): created, with its two
+    /// watches, by the first async call that has to wait; guarded by `lock`.
+    var asyncWaiters: AsyncWaiters? = nil
     /// Receives every item the stream drops on its own, outside the lock, on the thread whose
     /// call dropped it. Items shed by `dropNewest` are not passed here: the putter keeps them.
     @usableFromInline let onDrop: ((Element, DropReason) -> Void)?

@@ -241,14 +241,27 @@ struct StreamStateMachine<Element> {
     @inlinable
     mutating func producerWillWait() {
         waitingProducers += 1
-        counters.producerWaits &+= 1
-        counters.backpressureEvents &+= 1
+        producerWillAwait()
     }
 
     /// A parked put woke for good (stored, closed, timed out or cancelled).
     @inlinable
     mutating func producerDidWait(nanoseconds: Int64) {
         waitingProducers -= 1
+        producerDidAwait(nanoseconds: nanoseconds)
+    }
+
+    /// An async put that got `.mustWait` will suspend its task: a wait, counted as a
+    /// parked one is, but not in `waitingProducers` (no thread to signal).
+    @inlinable
+    mutating func producerWillAwait() {
+        counters.producerWaits &+= 1
+        counters.backpressureEvents &+= 1
+    }
+
+    /// That async put's wait ended, however it ended.
+    @inlinable
+    mutating func producerDidAwait(nanoseconds: Int64) {
         counters.producerWaitNanoseconds &+= UInt64(Swift.max(nanoseconds, 0))
     }
 
@@ -327,12 +340,23 @@ struct StreamStateMachine<Element> {
     @inlinable
     mutating func consumerWillWait() {
         waitingConsumers += 1
-        counters.consumerWaits &+= 1
+        consumerWillAwait()
     }
 
     @inlinable
     mutating func consumerDidWait(nanoseconds: Int64) {
         waitingConsumers -= 1
+        consumerDidAwait(nanoseconds: nanoseconds)
+    }
+
+    /// An async get will suspend its task: counted as a wait, not in `waitingConsumers`.
+    @inlinable
+    mutating func consumerWillAwait() {
+        counters.consumerWaits &+= 1
+    }
+
+    @inlinable
+    mutating func consumerDidAwait(nanoseconds: Int64) {
         counters.consumerWaitNanoseconds &+= UInt64(Swift.max(nanoseconds, 0))
     }
 
