@@ -56,7 +56,6 @@
 // and its wait time when it ends; a put that times out counts as rejected: all exactly as a
 // blocking call. Async waiters are NOT counted in `waitingProducers`/`waitingConsumers`:
 // those count threads parked on a condition variable, which only they can hear.
-import DequeModule
 import Synchronization
 
 // MARK: - Public API
@@ -189,6 +188,7 @@ extension BoundedStream {
         case .shed: return .done(false)
         case .full, .cancelled: return .failed(.full)
         case .closed: return .failed(.closed)
+        case .noMemory: return .failed(.noMemory)
         }
     }
 
@@ -390,7 +390,8 @@ final class AsyncWaiter: @unchecked Sendable {
 
 /// A FIFO of suspended waiters of one kind (see the file's header for the invariants).
 final class AsyncWaiterQueue: Sendable {
-    private let waiters = Mutex(Deque<AsyncWaiter>())
+    /// Oldest first. An array: queues are short, and front inserts (a retry) are rare.
+    private let waiters = Mutex([AsyncWaiter]())
 
     var isEmpty: Bool { waiters.withLock { $0.isEmpty } }
 
@@ -421,7 +422,7 @@ final class AsyncWaiterQueue: Sendable {
         waiters.withLock { queue in
             if let interruption = waiter.interruption { return interruption }
             waiter.continuation = continuation
-            if atFront { queue.prepend(waiter) } else { queue.append(waiter) }
+            if atFront { queue.insert(waiter, at: 0) } else { queue.append(waiter) }
             return nil
         }
     }
@@ -454,7 +455,8 @@ final class AsyncWaiterQueue: Sendable {
             return
         }
         let head = waiters.withLock { queue -> CheckedContinuation<AsyncWake, Never>? in
-            guard let waiter = queue.popFirst() else { return nil }
+            guard !queue.isEmpty else { return nil }
+            let waiter = queue.removeFirst()
             defer { waiter.continuation = nil }
             return waiter.continuation
         }

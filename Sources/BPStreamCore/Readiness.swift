@@ -151,21 +151,15 @@ public enum AsyncWait: Sendable {
 }
 
 extension StreamStateMachine {
+    /// Counts an async wait the way a thread's is counted (the same methods).
     @usableFromInline
     mutating func account(_ wait: AsyncWait) {
         switch wait {
-        case .putWaits:
-            counters.producerWaits &+= 1
-            counters.backpressureEvents &+= 1
-        case .putWaited(let ns):
-            counters.producerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
-        case .putGaveUp(let ns):
-            counters.producerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
-            counters.rejected &+= 1
-        case .getWaits:
-            counters.consumerWaits &+= 1
-        case .getWaited(let ns):
-            counters.consumerWaitNanoseconds &+= UInt64(Swift.max(ns, 0))
+        case .putWaits: producerWillAwait()
+        case .putWaited(let ns): producerDidAwait(nanoseconds: ns)
+        case .putGaveUp(let ns): producerDidAwait(nanoseconds: ns); producerGaveUp()
+        case .getWaits: consumerWillAwait()
+        case .getWaited(let ns): consumerDidAwait(nanoseconds: ns)
         }
     }
 }
