@@ -335,3 +335,22 @@ def test_reference_is_313_queue_where_there_is_one():
         with pytest.raises((queue.ShutDown, ShutDown)):
             q.get(timeout=-1)          # shut down and empty: ShutDown first
         assert q.unfinished_tasks == 1
+
+
+# ------------------------------------------------- regressions the model found (issue 7, §6)
+
+
+def test_drop_all_clears_read_ahead_items_when_maxsize_shrank():
+    """Shrunk from the machine: the whole depth in the read-ahead, the bound lowered under
+    it; a put must clear every undelivered item and store the new one (drop_all never sheds)."""
+    q = bpstream.Queue(policy="drop_all")
+    for i in (1, 2, 3):
+        q.put(i)
+    it = iter(q)
+    assert next(it) == 1           # the loop has read ahead 2 and 3
+    q.maxsize = 1
+    q.put(4)
+    assert (q.qsize(), q.unfinished_tasks) == (1, 2)   # 1 (not done yet) and 4
+    assert q.get_nowait() == 4
+    st = q.stats()
+    assert (st.dropped_cleared, st.dropped_shed) == (2, 0)

@@ -65,7 +65,7 @@ CLOCK_FIELDS = ("producer_wait_seconds", "consumer_wait_seconds",
                 "produced_per_second", "consumed_per_second", "window_seconds")
 
 SETTINGS = settings(
-    max_examples=120,          # per policy: 600 programs in all
+    max_examples=100,          # per policy: 500 programs in all
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
