@@ -1828,10 +1828,39 @@ static PyType_Spec stream_spec = {
 /* Queue: queue.Queue's signatures over the same stream                      */
 /* ------------------------------------------------------------------------- */
 
-/* Borrows block and timeout (either may be NULL). queue.Queue's rule: block=False
- * ignores the timeout; block=True validates it. Returns 0 or -1. */
+/* queue.Queue's argument rules, exactly (Lib/queue.py of 3.13, shutdown included):
+ *  - put checks shutdown first, then reads the timeout only when maxsize > 0 and block
+ *    is true: an unbounded queue stores the item whatever the timeout (even -1);
+ *  - get checks "shut down and empty" first, then validates the timeout whenever block
+ *    is true;
+ *  - block=False ignores the timeout (no wait).
+ * A valid timeout needs no shutdown check of ours: the core answers BPS_CLOSED for a
+ * put after shutdown and for a get once shut down and drained. Only when the timeout is
+ * invalid do we look, so that ShutDown wins over ValueError/TypeError as in 3.13. */
+
+/* Whether self is closed and, if `drained`, holds nothing (its read-ahead included).
+ * Returns 1, 0, or -1 with an exception. */
 static int
-queue_timeout(PyObject *block_obj, PyObject *timeout_obj, int64_t *out)
+queue_is_shut_down(StreamObject *self, int drained)
+{
+    int closed = 0;
+    uint64_t depth = 0;
+    bps_status status = bps_stream_is_closed(self->stream, &closed);
+    if (status == BPS_OK && closed && drained) {
+        status = bps_stream_depth(self->stream, &depth);
+    }
+    if (status != BPS_OK) {
+        stream_error(self, status);
+        return -1;
+    }
+    return closed && depth == 0;
+}
+
+/* Borrows block and timeout (either may be NULL). For put (is_put) or get; sets *out to
+ * the ABI timeout. Returns 0, or -1 with an exception (ShutDown, ValueError, ...). */
+static int
+queue_timeout(StreamObject *self, PyObject *block_obj, PyObject *timeout_obj, int is_put,
+              int64_t *out)
 {
     int block = truth(block_obj, 1);
     if (block < 0) {
@@ -1841,7 +1870,33 @@ queue_timeout(PyObject *block_obj, PyObject *timeout_obj, int64_t *out)
         *out = 0;
         return 0;
     }
-    return timeout_to_ns(timeout_obj, out);
+    if (is_put) {
+        int64_t capacity = 0;
+        bps_status status = bps_stream_capacity(self->stream, &capacity);
+        if (status != BPS_OK) {
+            stream_error(self, status);
+            return -1;
+        }
+        if (capacity == BPS_CAPACITY_UNBOUNDED) {
+            *out = -1;   /* never waits; queue.Queue does not look at the timeout */
+            return 0;
+        }
+    }
+    if (timeout_to_ns(timeout_obj, out) == 0) {
+        return 0;
+    }
+    /* 3.13 checks shutdown before the timeout: put after any shutdown, get once drained. */
+    PyObject *exc = get_raised_exception();
+    int shut = queue_is_shut_down(self, !is_put);
+    if (shut != 0) {
+        Py_XDECREF(exc);
+        if (shut > 0) {
+            set_error(self->state, BPS_CLOSED);
+        }
+        return -1;
+    }
+    set_raised_exception(exc);
+    return -1;
 }
 
 static int
@@ -1888,8 +1943,9 @@ PyDoc_STRVAR(queue_put_doc,
 "If block is true and timeout is None, wait until a slot is free; with a\n"
 "non-negative timeout, wait at most that many seconds and raise Full if no\n"
 "slot was free in time. If block is false, put the item if a slot is free at\n"
-"once, else raise Full (timeout is ignored). A non-'block' policy decides\n"
-"instead what a full queue does. Raises ShutDown after shutdown().");
+"once, else raise Full (timeout is ignored). As in queue.Queue, an unbounded\n"
+"queue ignores the timeout too. A non-'block' policy decides instead what a\n"
+"full queue does. Raises ShutDown after shutdown(), whatever the arguments.");
 
 static PyObject *
 queue_put(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -1903,7 +1959,7 @@ queue_put(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     PyObject *argv[3];
     int64_t timeout_ns;
     if (parse_args(&spec, args, nargs, kwnames, argv) < 0
-        || queue_timeout(argv[1], argv[2], &timeout_ns) < 0) {
+        || queue_timeout(self, argv[1], argv[2], 1, &timeout_ns) < 0) {
         return NULL;
     }
     return queue_put_result(self, do_put(self, argv[0], timeout_ns));
@@ -1956,7 +2012,7 @@ queue_get(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     PyObject *argv[2];
     int64_t timeout_ns;
     if (parse_args(&spec, args, nargs, kwnames, argv) < 0
-        || queue_timeout(argv[0], argv[1], &timeout_ns) < 0) {
+        || queue_timeout(self, argv[0], argv[1], 0, &timeout_ns) < 0) {
         return NULL;
     }
     return do_get(self, timeout_ns);
@@ -2111,6 +2167,26 @@ queue_set_maxsize(StreamObject *self, PyObject *value, void *Py_UNUSED(closure))
     return 0;
 }
 
+PyDoc_STRVAR(queue_unfinished_tasks_doc,
+"Items put and not yet marked done with task_done(), as queue.Queue's attribute;\n"
+"evicted, cleared and discarded items count as done. join() waits for 0.\n"
+"Read-only: only queue.Queue's own methods write it (under its mutex, which\n"
+"this queue does not have); task_done() is the way to lower it.");
+
+static PyObject *
+queue_get_unfinished_tasks(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    bps_stats s;
+    memset(&s, 0, sizeof(s));
+    s.size = sizeof(s);
+    bps_status status = bps_stream_stats(self->stream, &s);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)s.unfinished_tasks);
+}
+
 /* A Queue is always true, like queue.Queue (which has no __len__). */
 static int
 queue_bool(PyObject *Py_UNUSED(self))
@@ -2142,6 +2218,8 @@ static PyGetSetDef queue_getset[] = {
                "growing wakes blocked putters, shrinking keeps buffered items."),
      NULL},
     {"is_shutdown", (getter)stream_get_closed, NULL, (char *)queue_is_shutdown_doc, NULL},
+    {"unfinished_tasks", (getter)queue_get_unfinished_tasks, NULL,
+     (char *)queue_unfinished_tasks_doc, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

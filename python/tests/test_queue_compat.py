@@ -421,3 +421,120 @@ def test_immediate_shutdown_counts_discards():
     st = q.stats()
     assert (st.dropped_on_close, st.depth, st.unfinished_tasks, st.closed) == (2, 0, 0, True)
     assert q.closed is True
+
+
+# ------------------------------------------- drop-in details (issue 7): timeouts, shutdown
+
+
+@pytest.mark.parametrize("maxsize", [0, -1])
+def test_unbounded_put_ignores_the_timeout(Q, maxsize):
+    """queue.Queue.put reads the timeout only when maxsize > 0 (it never waits otherwise)."""
+    q = Q(maxsize)
+    assert q.put(1, timeout=-1) is None
+    assert q.put(2, True, -0.5) is None
+    assert q.put(3, block=False, timeout=-1) is None
+    assert q.put(4, timeout="not a number") is None
+    assert [q.get_nowait() for _ in range(4)] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.get(timeout=-1)      # get checks it whatever the maxsize
+
+
+def test_bounded_put_checks_the_timeout_only_when_blocking(Q):
+    q = Q(2)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.put(1, timeout=-1)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.put(1, True, -1)
+    assert q.qsize() == 0
+    q.put(1, block=False, timeout=-1)
+    q.put(2, False, -1)
+    with pytest.raises(queue.Full):
+        q.put(3, block=False, timeout=-1)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.get(timeout=-1)      # items there: the timeout is still checked
+    assert q.get(block=False, timeout=-1) == 1
+
+
+@pytest.mark.parametrize("maxsize", [0, 2])
+def test_shutdown_is_checked_before_the_timeout(SQ, maxsize):
+    """3.13: put checks shutdown first; get checks "shut down and empty" first."""
+    Q, ShutDown = SQ
+    q = Q(maxsize)
+    q.put(1)
+    q.shutdown()
+    for args, kwargs in [((), {"timeout": -1}), ((True, -1), {}), ((False, -1), {}),
+                         ((), {"block": True, "timeout": -0.5})]:
+        with pytest.raises(ShutDown):
+            q.put(2, *args, **kwargs)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.get(timeout=-1)      # not drained yet: the timeout is checked, nothing taken
+    assert q.qsize() == 1
+    assert q.get() == 1
+    for args, kwargs in [((), {"timeout": -1}), ((True, -1), {}), ((False, -1), {})]:
+        with pytest.raises(ShutDown):
+            q.get(*args, **kwargs)
+
+
+def test_immediate_shutdown_then_negative_timeouts(SQ):
+    Q, ShutDown = SQ
+    q = Q(3)
+    q.put(1)
+    q.shutdown(immediate=True)
+    with pytest.raises(ShutDown):
+        q.put(2, timeout=-1)
+    with pytest.raises(ShutDown):
+        q.get(timeout=-1)
+
+
+# ------------------------------------------------------------------- unfinished_tasks
+
+
+def test_unfinished_tasks_attribute(Q):
+    q = Q(3)
+    assert q.unfinished_tasks == 0
+    q.put(1)
+    q.put(2)
+    assert q.unfinished_tasks == 2
+    assert q.get() == 1
+    assert q.unfinished_tasks == 2      # a get does not finish a task
+    q.task_done()
+    assert q.unfinished_tasks == 1
+    q.task_done()
+    assert q.unfinished_tasks == 0
+    with pytest.raises(ValueError):
+        q.task_done()
+    assert q.unfinished_tasks == 0
+
+
+def test_unfinished_tasks_after_immediate_shutdown(SQ):
+    Q, ShutDown = SQ
+    q = Q()
+    for i in range(3):
+        q.put(i)
+    assert q.get() == 0
+    q.shutdown(immediate=True)          # 1 and 2 discarded: done; 0 is still being worked on
+    assert q.unfinished_tasks == 1
+
+
+def test_unfinished_tasks_counts_drops_as_done_and_matches_stats():
+    q = bpstream.Queue(2, policy="drop_oldest")
+    for i in range(5):
+        q.put(i)                        # 3 evicted: done
+    assert q.unfinished_tasks == 2 == q.stats().unfinished_tasks
+    q = bpstream.Queue(2, policy="drop_newest")
+    for i in range(5):
+        q.put(i)                        # 3 shed: never became tasks
+    assert q.unfinished_tasks == 2 == q.stats().unfinished_tasks
+
+
+def test_unfinished_tasks_is_read_only():
+    """queue.Queue's own methods are what write it, under a mutex bpstream.Queue does not
+    have; task_done() lowers it."""
+    q = bpstream.Queue()
+    q.put(1)
+    with pytest.raises(AttributeError):
+        q.unfinished_tasks = 0
+    with pytest.raises(AttributeError):
+        del q.unfinished_tasks
+    assert q.unfinished_tasks == 1
+    assert "task_done" in type(q).unfinished_tasks.__doc__
