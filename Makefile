@@ -43,7 +43,7 @@ install: $(VENV)/bin/activate
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check pytest
+	$(VPY) -m pip install --quiet --disable-pip-version-check pytest hypothesis
 
 clean:
 	rm -rf .build .build-tsan build $(VENV) python/bpstream/*.so python/bpstream.egg-info
