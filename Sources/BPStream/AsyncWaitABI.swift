@@ -53,8 +53,8 @@ public func abiWatchArm(
     _ watch: OpaquePointer?, _ events: UInt32, _ out: UnsafeMutablePointer<UInt32>?
 ) -> bps_status {
     guard let watch, let out else { return BPS_INVALID_ARGUMENT }
-    let wanted = Readiness(rawValue: events).intersection([.readable, .writable])
-    guard !wanted.isEmpty, events & ~(BPS_READABLE | BPS_WRITABLE) == 0 else {
+    let wanted = Readiness(rawValue: events).intersection([.readable, .writable, .tasksDone])
+    guard !wanted.isEmpty, events & ~(BPS_READABLE | BPS_WRITABLE | BPS_TASKS_DONE) == 0 else {
         return BPS_INVALID_ARGUMENT
     }
     return Unmanaged<WatchHandle>.fromOpaque(UnsafeRawPointer(watch))._withUnsafeGuaranteedRef {

@@ -481,6 +481,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         lock.lock()
         let action = state.close(immediate: immediate, failure: failure)
         watches.closed()
+        watches.tasksFinished(unfinished: state.counters.unfinishedTasks)  // discards count as done
         noteTransition()
         unlock()
         if action.wakeAll {
@@ -501,6 +502,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         let action = state.settle(delivered: delivered, returned: returned)
         if !returned.isEmpty { watches.itemsAppeared() }
         if delivered > 0 { watches.roomAppeared() }
+        if !action.discarded.isEmpty {  // handed back after an immediate close: done
+            watches.tasksFinished(unfinished: state.counters.unfinishedTasks)
+        }
         noteTransition()
         unlock()
         if action.wakeProducers { notFull.broadcast() }
@@ -515,6 +519,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func taskDone(count: UInt64 = 1) -> Bool {
         lock.lock()
         let action = state.taskDone(count)
+        watches.tasksFinished(unfinished: state.counters.unfinishedTasks)
         noteTransition()
         unlock()
         switch action {
@@ -719,16 +724,23 @@ public final class BoundedStream<Element>: @unchecked Sendable {
 
     /// Arms `watch` for `events` unless one of them holds now: returns what holds (then
     /// nothing is armed and the waiter retries at once), or `[]` once armed. A closed
-    /// stream is ready for everything (`.closed` included); an unwatched watch too.
+    /// stream is ready for items and room (`.closed` included), but `tasksDone` holds only
+    /// with no unfinished tasks, closed or not; an unwatched watch is ready for everything.
     public func arm(_ watch: StreamWatch, for events: Readiness) -> Readiness {
         lock.lock()
         _ = absorbDeliveries()
         var ready: Readiness = []
-        if state.isClosed || !watch.isWatching {
+        if !watch.isWatching {
             ready = events.union(.closed)
         } else {
-            if events.contains(.readable), state.buffer.count > 0 { ready.insert(.readable) }
-            if events.contains(.writable), state.depth < state.capacity { ready.insert(.writable) }
+            if state.isClosed {  // ready for items and room; tasks are done only when done
+                let waits = events.subtracting(.tasksDone)
+                if !waits.isEmpty { ready = waits.union(.closed) }
+            } else {
+                if events.contains(.readable), state.buffer.count > 0 { ready.insert(.readable) }
+                if events.contains(.writable), state.depth < state.capacity { ready.insert(.writable) }
+            }
+            if events.contains(.tasksDone), state.counters.unfinishedTasks == 0 { ready.insert(.tasksDone) }
             if ready.isEmpty {
                 watches.arm(watch, for: events)
                 updateAbsorbRequest()

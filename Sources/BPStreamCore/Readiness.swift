@@ -12,6 +12,10 @@ public struct Readiness: OptionSet, Sendable, Hashable {
     public static let writable = Readiness(rawValue: 2)
     /// The stream is closed (reported together with readable and writable).
     public static let closed = Readiness(rawValue: 4)
+    /// No unfinished tasks (`join` would not wait): every item put was marked done,
+    /// evicted, cleared or discarded. A close alone does not make it true, and never
+    /// fires it: closing finishes no task (an immediate close's discards may).
+    public static let tasksDone = Readiness(rawValue: 8)
 }
 
 /// A registration for readiness notifications on one stream (`BoundedStream.watch`).
@@ -49,6 +53,7 @@ struct Watches {
     /// How many watches are armed for each readiness: a transition tests these, nothing more.
     @usableFromInline var armedReadable = 0
     @usableFromInline var armedWritable = 0
+    @usableFromInline var armedTasksDone = 0
     /// What transitions since the lock was taken made true, for armed watches only.
     @usableFromInline var pending: Readiness = []
 
@@ -66,10 +71,19 @@ struct Watches {
         if armedWritable != 0 { pending.insert(.writable) }
     }
 
-    /// The stream closed: every armed watch is due, for all it waits for.
+    /// Unfinished tasks may have reached zero (a task done, or items discarded): called
+    /// with the count after the transition. Not on the put paths: a put that evicts or
+    /// clears stores an unfinished item, so it never leaves zero.
+    @inlinable @inline(__always)
+    mutating func tasksFinished(unfinished: UInt64) {
+        if armedTasksDone != 0 && unfinished == 0 { pending.insert(.tasksDone) }
+    }
+
+    /// The stream closed: every watch armed for an item or room is due, for all it waits
+    /// for (not for `tasksDone`: closing finishes no task).
     @inlinable
     mutating func closed() {
-        if armedReadable != 0 || armedWritable != 0 { pending = [.readable, .writable, .closed] }
+        if armedReadable != 0 || armedWritable != 0 { pending.formUnion([.readable, .writable, .closed]) }
     }
 
     @usableFromInline
@@ -77,15 +91,17 @@ struct Watches {
         let added = events.subtracting(watch.armed)
         if added.contains(.readable) { armedReadable += 1 }
         if added.contains(.writable) { armedWritable += 1 }
+        if added.contains(.tasksDone) { armedTasksDone += 1 }
         watch.armed.formUnion(events)
     }
 
     /// Disarms `watch` for `events` (all it is armed for by default).
     @usableFromInline
-    mutating func disarm(_ watch: StreamWatch, for events: Readiness = [.readable, .writable]) {
+    mutating func disarm(_ watch: StreamWatch, for events: Readiness = [.readable, .writable, .tasksDone]) {
         let removed = watch.armed.intersection(events)
         if removed.contains(.readable) { armedReadable -= 1 }
         if removed.contains(.writable) { armedWritable -= 1 }
+        if removed.contains(.tasksDone) { armedTasksDone -= 1 }
         watch.armed.subtract(removed)
     }
 
@@ -104,7 +120,10 @@ struct Watches {
         var due: [(StreamWatch, Readiness)] = []
         for watch in all {
             var fired = watch.armed.intersection(events.subtracting(.closed))
-            if events.contains(.closed), !watch.armed.isEmpty { fired = watch.armed.union(.closed) }
+            if events.contains(.closed) {
+                let waiting = watch.armed.subtracting(.tasksDone)  // a close finishes no task
+                if !waiting.isEmpty { fired.formUnion(waiting.union(.closed)) }
+            }
             if fired.isEmpty { continue }
             disarm(watch, for: fired)  // what did not fire stays armed
             due.append((watch, fired))

@@ -60,6 +60,30 @@ final class WatchABITests: XCTestCase {
         XCTAssertEqual(bps_stream_release(stream), BPS_OK)
     }
 
+    /// BPS_TASKS_DONE: an async join. It holds with no unfinished tasks; once armed, the
+    /// task_done that reaches zero notifies it.
+    func testTasksDoneFiresWhenTheLastTaskIsDone() {
+        let stream = makeStream(capacity: 4)
+        let log = WatchLog()
+        var watch: OpaquePointer?
+        var ready: UInt32 = 0
+        XCTAssertEqual(bps_stream_watch(stream, logNotify, nil, Unmanaged.passUnretained(log).toOpaque(),
+                                        &watch), BPS_OK)
+        XCTAssertEqual(bps_watch_arm(watch, BPS_TASKS_DONE, &ready), BPS_OK)
+        XCTAssertEqual(ready, BPS_TASKS_DONE)
+        let item = UnsafeMutableRawPointer(bitPattern: 0x10)!
+        XCTAssertEqual(bps_stream_put(stream, item, 0, nil), BPS_OK)
+        XCTAssertEqual(bps_watch_arm(watch, BPS_TASKS_DONE, &ready), BPS_OK)
+        XCTAssertEqual(ready, 0)
+        var out: UnsafeMutableRawPointer?
+        XCTAssertEqual(bps_stream_get(stream, 0, nil, &out), BPS_OK)
+        XCTAssertEqual(log.events, [])
+        XCTAssertEqual(bps_stream_task_done(stream, 1), BPS_OK)
+        XCTAssertEqual(log.events, [BPS_TASKS_DONE])
+        XCTAssertEqual(bps_watch_release(watch), BPS_OK)
+        XCTAssertEqual(bps_stream_release(stream), BPS_OK)
+    }
+
     func testBadArgumentsAreStatuses() {
         let stream = makeStream(capacity: 1)
         var watch: OpaquePointer?
@@ -71,7 +95,8 @@ final class WatchABITests: XCTestCase {
         XCTAssertEqual(bps_stream_watch(stream, logNotify, nil, Unmanaged.passUnretained(log).toOpaque(),
                                         &watch), BPS_OK)
         XCTAssertEqual(bps_watch_arm(watch, 0, &ready), BPS_INVALID_ARGUMENT)
-        XCTAssertEqual(bps_watch_arm(watch, 8, &ready), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(bps_watch_arm(watch, 16, &ready), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(bps_watch_arm(watch, BPS_WATCH_CLOSED, &ready), BPS_INVALID_ARGUMENT)
         XCTAssertEqual(bps_watch_arm(watch, BPS_READABLE, nil), BPS_INVALID_ARGUMENT)
         XCTAssertEqual(bps_watch_arm(nil, BPS_READABLE, &ready), BPS_INVALID_ARGUMENT)
         XCTAssertEqual(bps_watch_release(nil), BPS_INVALID_ARGUMENT)

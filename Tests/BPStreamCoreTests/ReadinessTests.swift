@@ -109,6 +109,47 @@ final class ReadinessTests: XCTestCase {
         XCTAssertEqual(stream.arm(r, for: .readable), [.readable, .closed])
     }
 
+    /// `.tasksDone` (an async join): ready with no unfinished tasks; armed, it fires on the
+    /// task_done that reaches zero, not on one before it.
+    func testTasksDoneFiresWhenUnfinishedTasksReachZero() throws {
+        let stream = try BoundedStream<Int>(capacity: 4)
+        let recorder = Recorder()
+        let watch = stream.watch(recorder.notify(stream))
+        XCTAssertEqual(stream.arm(watch, for: .tasksDone), .tasksDone)
+        try stream.put(1); try stream.put(2)
+        XCTAssertEqual(stream.arm(watch, for: .tasksDone), [])
+        _ = try stream.get(); _ = try stream.get()
+        try stream.taskDone()
+        XCTAssertEqual(recorder.all, [])
+        try stream.taskDone()
+        XCTAssertEqual(recorder.all, [.tasksDone])
+    }
+
+    /// A close finishes no task: it wakes item and room waiters, not joiners; an immediate
+    /// close discards the backlog, which finishes those tasks, and that fires.
+    func testCloseFiresTasksDoneOnlyThroughItsDiscards() throws {
+        let stream = try BoundedStream<Int>(capacity: 4)
+        let joiner = Recorder(), both = Recorder()
+        let j = stream.watch(joiner.notify(stream))
+        let b = stream.watch(both.notify(stream))
+        try stream.put(1)
+        XCTAssertEqual(stream.arm(j, for: .tasksDone), [])
+        XCTAssertEqual(stream.arm(b, for: [.writable, .tasksDone]), .writable)
+        _ = try stream.get()
+        try stream.put(2); try stream.put(3); try stream.put(4); try stream.put(5)
+        XCTAssertEqual(stream.arm(b, for: [.writable, .tasksDone]), [])
+        stream.close()
+        XCTAssertEqual(joiner.all, [])
+        XCTAssertEqual(both.all, [[.writable, .closed]])
+        // Closed, tasks unfinished: tasksDone does not hold, so arm arms it.
+        XCTAssertEqual(stream.arm(b, for: .tasksDone), [])
+        try stream.taskDone()  // the item got before the close: 4 left, in the buffer
+        stream.close(immediate: true)  // discards them: done
+        XCTAssertEqual(joiner.all, [.tasksDone])
+        XCTAssertEqual(both.all, [[.writable, .closed], .tasksDone])
+        XCTAssertEqual(stream.arm(j, for: .tasksDone), .tasksDone)
+    }
+
     func testUnwatchedWatchesAreNeverNotified() throws {
         let stream = try BoundedStream<Int>(capacity: 1)
         let recorder = Recorder()

@@ -2,7 +2,9 @@
 
 ``BoundedStream`` is a FIFO with a fixed capacity and an explicit policy for what a
 put into a full stream does (block, drop_oldest, drop_newest, reject, drop_all).
-``Queue`` is a drop-in replacement for ``queue.Queue`` built on the same stream.
+``Queue`` is a drop-in replacement for ``queue.Queue`` built on the same stream, and
+``AsyncQueue`` one for ``asyncio.Queue`` (``Queue.async_q`` / ``AsyncQueue.sync_q``: the
+other face of the same queue).
 The core is native (Swift, behind a C ABI); blocking calls release the GIL.
 ``read_lines`` and ``read_chunks`` stream a file, pipe or socket through a native reader
 thread; other extensions feed streams from their own threads through the C API
@@ -27,6 +29,17 @@ from ._sources import read_chunks, read_lines
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
 ShutDown = Closed
 
+_ASYNCIO_NAMES = ("AsyncQueue", "QueueEmpty", "QueueFull")
+
+
+def __getattr__(name):
+    # The asyncio face loads on first use: `import bpstream` does not import asyncio.
+    if name in _ASYNCIO_NAMES:
+        from . import _asyncqueue
+
+        return getattr(_asyncqueue, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 
@@ -37,6 +50,7 @@ def get_include() -> str:
 
 
 __all__ = [
+    "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
@@ -44,6 +58,8 @@ __all__ = [
     "Policy",
     "ProducerError",
     "Queue",
+    "QueueEmpty",
+    "QueueFull",
     "ShutDown",
     "Stats",
     "__version__",

@@ -9,6 +9,11 @@ from ._bpstream import (
     Stats as Stats,
     abi_version as abi_version,
 )
+from ._asyncqueue import (
+    AsyncQueue as AsyncQueue,
+    QueueEmpty as QueueEmpty,
+    QueueFull as QueueFull,
+)
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -17,6 +22,7 @@ ShutDown = Closed
 
 __version__: str
 __all__ = [
+    "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
@@ -24,6 +30,8 @@ __all__ = [
     "Policy",
     "ProducerError",
     "Queue",
+    "QueueEmpty",
+    "QueueFull",
     "ShutDown",
     "Stats",
     "__version__",

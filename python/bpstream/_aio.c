@@ -18,6 +18,13 @@
  *    events and wakes the waiting futures.
  *  - A watch is armed only while a task waits (one-shot, re-armed by _aio.py), so a busy
  *    stream whose consumer keeps up makes no system call at all.
+ *  - Same-thread wake-ups: a notify that runs on the thread that created the waker (the
+ *    loop's own thread: a task's put freeing a waiting getter) also sets a thread-local
+ *    flag. bpstream.AsyncQueue's calls test it (_Waker.take_due) and, when set, dispatch
+ *    the running loop's waiters at once, so a woken task runs in the same loop iteration
+ *    as with asyncio.Queue (whose tests count iterations). The eventfd is written anyway:
+ *    a caller that does not test the flag (stream.aput) wakes its waiters one iteration
+ *    later, never not at all.
  *  - Ordering: notify does `pending |= events` THEN `exchange(signalled, 1)`; the loop does
  *    read(eventfd), `signalled = 0`, THEN `exchange(pending, 0)` (all sequentially
  *    consistent). A notify either sees `signalled` still set, and then its events are
@@ -33,6 +40,7 @@
 #include "_bpstream.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -207,7 +215,11 @@ typedef struct {
     atomic_long refs;
     int fd;                /* eventfd, nonblocking, close-on-exec */
     atomic_int signalled;  /* 1 from a notify's write until the loop drains */
+    pthread_t owner;       /* the thread that created it: the loop's (see Same-thread) */
 } waker_core;
+
+/* Set by a notify on a waker's owner thread; read and cleared by _Waker.take_due(). */
+static _Thread_local int notified_here;
 
 static void
 waker_core_release(waker_core *core)
@@ -241,6 +253,7 @@ waker_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     atomic_init(&core->refs, 1);
     atomic_init(&core->signalled, 0);
+    core->owner = pthread_self();
     WakerObject *self = (WakerObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         waker_core_release(core);
@@ -290,7 +303,22 @@ waker_signal(WakerObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* _Waker.take_due(): whether a notify ran on this thread for a waker it owns since the
+ * last call (and clear). A thread-local int: no lock, no atomic. */
+static PyObject *
+waker_take_due(PyObject *Py_UNUSED(cls), PyObject *Py_UNUSED(ignored))
+{
+    if (notified_here) {
+        notified_here = 0;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef waker_methods[] = {
+    {"take_due", (PyCFunction)waker_take_due, METH_NOARGS | METH_STATIC,
+     PyDoc_STR("take_due() -> whether a notify ran on this thread for a loop it runs "
+               "(then clear).")},
     {"fileno", (PyCFunction)waker_fileno, METH_NOARGS, PyDoc_STR("The eventfd the loop watches.")},
     {"drain", (PyCFunction)waker_drain, METH_NOARGS,
      PyDoc_STR("Empty the eventfd and clear the signalled flag (the loop's callback).")},
@@ -329,6 +357,9 @@ watch_notify(void *context, uint32_t events)
 {
     watch_ctx *ctx = (watch_ctx *)context;
     atomic_fetch_or(&ctx->pending, events);
+    if (pthread_equal(pthread_self(), ctx->core->owner)) {
+        notified_here = 1;
+    }
     if (!atomic_exchange(&ctx->core->signalled, 1)) {
         uint64_t one = 1;
         (void)!write(ctx->core->fd, &one, sizeof(one));
@@ -560,6 +591,28 @@ stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (status == BPS_FULL && timeout_ns != 0 && self->policy == BPS_POLICY_BLOCK) {
         PyObject *call[3] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None};
         return call_aio(self->state, "aput_wait", call, 3);
+    }
+    stream_error(self, status);
+    return ready_from_error(self->state);
+}
+
+/* Queue._aqput(item): asyncio.Queue.put's awaitable: like aput(item) without a timeout,
+ * but its result is None (stored or shed), as asyncio.Queue.put's. */
+PyObject *
+queue_aqput(StreamObject *self, PyObject *item)
+{
+    CHECK_INIT(self);
+    Py_INCREF(item);   /* the stream's reference, if it takes the item */
+    bps_status status = bps_stream_try_put(self->stream, item);
+    if (status != BPS_OK) {
+        Py_DECREF(item);
+    }
+    if (status == BPS_OK || status == BPS_SHED) {   /* the fast path */
+        return ready_new(self->state, Py_NewRef(Py_None));
+    }
+    if (status == BPS_FULL && self->policy == BPS_POLICY_BLOCK) {
+        PyObject *call[2] = {(PyObject *)self, item};
+        return call_aio(self->state, "aqput_wait", call, 2);
     }
     stream_error(self, status);
     return ready_from_error(self->state);

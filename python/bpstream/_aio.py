@@ -15,18 +15,33 @@ there. Only a call that must wait comes here. The rules:
   one readiness edge may stand for many items.
 - An async wait is accounted in the stats like a thread's (producer_waits, consumer_waits,
   their times, a put that times out as rejected), and only a wait counts.
+- join (bpstream.AsyncQueue): the same watch, armed for TASKS_DONE (no unfinished tasks;
+  the core notifies where a task_done, from any thread, or an immediate shutdown's
+  discards bring them to 0). Like asyncio.Queue's Event, it wakes every joiner of the loop.
+- Same-thread wake-ups (see _aio.c): dispatch_due() runs a due dispatch at once, so a
+  task woken by a call on its own loop's thread runs in the same iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import queue
 import time
 import weakref
 
 from . import _bpstream
 
-READABLE, WRITABLE, CLOSED = 1, 2, 4
+READABLE, WRITABLE, CLOSED, TASKS_DONE = 1, 2, 4, 8
+
+# bpstream.Closed subclasses queue.ShutDown (3.13+); it is asyncio.QueueShutDown too, from
+# the moment bpstream's asyncio half is imported (so `import bpstream` never imports
+# asyncio): every awaitable that can raise it imports this module first.
+if hasattr(asyncio, "QueueShutDown") and not issubclass(_bpstream.Closed, asyncio.QueueShutDown):
+    _bpstream.Closed.__bases__ = (queue.ShutDown, asyncio.QueueShutDown)
+
+take_due = _bpstream._Waker.take_due
+_get_running_loop = asyncio._get_running_loop
 PUT_WAITS, PUT_WAITED, PUT_GAVE_UP, GET_WAITS, GET_WAITED = 1, 2, 3, 4, 5
 
 
@@ -57,9 +72,12 @@ class _Waiters:
         self.loop_waker = loop_waker
         self.getters: collections.deque[asyncio.Future] = collections.deque()
         self.putters: collections.deque[asyncio.Future] = collections.deque()
+        self.joiners: collections.deque[asyncio.Future] = collections.deque()
 
     def dispatch(self) -> None:
         events = self.watch.take_pending()
+        if events & TASKS_DONE:
+            self._wake_all(self.joiners)
         if events & CLOSED:
             self._wake_all(self.getters)
             self._wake_all(self.putters)
@@ -84,10 +102,12 @@ class _Waiters:
             if not future.done():
                 future.set_result(None)
 
-    def rearm_for_next(self, queue: collections.deque, events: int) -> None:
+    def rearm_for_next(self, queue: collections.deque, events: int, ready: bool = False) -> None:
         """A waiter succeeded: if others wait and what they wait for already holds, wake
-        the next now; else the watch is armed and the next transition wakes it."""
-        if queue and self.watch.arm(events):
+        the next now; else the watch is armed and the next transition wakes it. `ready`:
+        the caller knows it holds (items in the stream object's read-ahead, which the
+        core's buffer does not show)."""
+        if queue and (ready or self.watch.arm(events)):
             self.wake_next(queue)
 
 
@@ -173,13 +193,48 @@ async def aget_wait(stream, timeout):
             except _bpstream.Empty:
                 pass
             else:
-                waiters.rearm_for_next(waiters.getters, READABLE)
+                # len() counts the read-ahead too: a batch taken by this get may hold the
+                # items the next waiter needs, out of the core buffer's (and arm's) sight.
+                waiters.rearm_for_next(waiters.getters, READABLE, ready=len(stream) > 0)
+                if take_due():
+                    dispatch_due()
                 return item
             if not await _wait_ready(waiters, waiters.getters, READABLE, deadline, front=woken):
                 raise _bpstream.Empty
             woken = True
     finally:
         stream._account(GET_WAITED, time.monotonic() - started)
+
+
+def dispatch_due() -> None:
+    """A notify ran on this thread for a loop it runs (take_due() was true): dispatch the
+    running loop's waiters now rather than at its next iteration."""
+    loop = _get_running_loop()
+    if loop is not None:
+        loop_waker = _loop_wakers.get(loop)
+        if loop_waker is not None:
+            loop_waker._on_readable()
+
+
+async def join_wait(stream) -> None:
+    """AsyncQueue.join(): waits until no task is unfinished. Woken means done (as with
+    asyncio.Queue's Event: a put after the wake-up does not hold it back)."""
+    waiters = _waiters(stream)
+    future = asyncio.get_running_loop().create_future()
+    waiters.joiners.append(future)
+    try:
+        if waiters.watch.arm(TASKS_DONE) & TASKS_DONE:
+            return
+        await future
+    finally:
+        _discard(waiters.joiners, future)
+
+
+async def aqput_wait(stream, item) -> None:
+    """AsyncQueue.put found a full block queue: waits (result None, as asyncio.Queue.put)."""
+    await aput_wait(stream, item, None)
+    if take_due():
+        dispatch_due()
 
 
 async def anext_wait(stream):

@@ -2187,6 +2187,28 @@ queue_get_unfinished_tasks(StreamObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong((unsigned long long)s.unfinished_tasks);
 }
 
+/* The faces of one queue (janus/culsans style): q.sync_q is q itself; q.async_q is an
+ * asyncio.Queue-shaped bpstream.AsyncQueue over the same queue (bpstream/_asyncqueue.py:
+ * one face per queue while it is referenced). */
+static PyObject *
+queue_get_sync_q(StreamObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef((PyObject *)self);
+}
+
+static PyObject *
+queue_get_async_q(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    PyObject *faces = PyImport_ImportModule("bpstream._asyncqueue");
+    if (faces == NULL) {
+        return NULL;
+    }
+    PyObject *face = PyObject_CallMethod(faces, "_async_face", "O", (PyObject *)self);
+    Py_DECREF(faces);
+    return face;
+}
+
 /* A Queue is always true, like queue.Queue (which has no __len__). */
 static int
 queue_bool(PyObject *Py_UNUSED(self))
@@ -2209,6 +2231,8 @@ static PyMethodDef queue_methods[] = {
     {"join", (PyCFunction)queue_join, METH_NOARGS, queue_join_doc},
     {"shutdown", (PyCFunction)(void (*)(void))stream_close, METH_FASTCALL | METH_KEYWORDS,
      queue_shutdown_doc},
+    {"_aqput", (PyCFunction)queue_aqput, METH_O,
+     PyDoc_STR("asyncio.Queue.put's awaitable over this queue (AsyncQueue.put).")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2220,6 +2244,11 @@ static PyGetSetDef queue_getset[] = {
     {"is_shutdown", (getter)stream_get_closed, NULL, (char *)queue_is_shutdown_doc, NULL},
     {"unfinished_tasks", (getter)queue_get_unfinished_tasks, NULL,
      (char *)queue_unfinished_tasks_doc, NULL},
+    {"sync_q", (getter)queue_get_sync_q, NULL,
+     PyDoc_STR("The queue.Queue-shaped face: the queue itself (as janus's sync_q)."), NULL},
+    {"async_q", (getter)queue_get_async_q, NULL,
+     PyDoc_STR("The asyncio.Queue-shaped face of this same queue: a bpstream.AsyncQueue "
+               "(as janus's async_q)."), NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

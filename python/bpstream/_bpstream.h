@@ -103,6 +103,8 @@ int aio_init_types(PyObject *module, module_state *st);
 PyObject *stream_aget(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *stream_try_put(StreamObject *self, PyObject *item);
+// Queue._aqput(item): asyncio.Queue.put's awaitable (result None). A method of Queue.
+PyObject *queue_aqput(StreamObject *self, PyObject *item);
 PyObject *stream_account(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stream_watch(StreamObject *self, PyObject *waker);
 PyObject *stream_aenter(StreamObject *self, PyObject *Py_UNUSED(ignored));

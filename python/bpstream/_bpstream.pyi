@@ -8,6 +8,8 @@ from typing import Any, Final, Generic, Literal, final
 
 from typing_extensions import Self, TypeAlias, TypeVar
 
+from ._asyncqueue import AsyncQueue
+
 # Items are any Python object; BoundedStream[int] narrows it, unparameterized means Any.
 _T = TypeVar("_T", default=Any)
 
@@ -162,5 +164,9 @@ class Queue(BoundedStream[_T]):
     @maxsize.setter
     def maxsize(self, value: int) -> None: ...
     def __bool__(self) -> Literal[True]: ...
+    @property
+    def sync_q(self) -> Self: ...
+    @property
+    def async_q(self) -> AsyncQueue[_T]: ...
 
 def abi_version() -> int: ...

@@ -320,12 +320,15 @@ bps_status bps_stream_delivery_counter(bps_stream *stream, void **out_counter);
  *  4. the waiter retries the non-blocking call (1): it is woken, never handed an item, so
  *     a waiter cancelled after its wake-up takes nothing and the next retry gets the item.
  * readable: an item to get, or closed. writable: room for a put, or closed. A close
- * notifies every armed watch with what it waits for plus BPS_WATCH_CLOSED.
+ * notifies every watch armed for readable or writable with what it waits for plus
+ * BPS_WATCH_CLOSED. tasks_done: no unfinished tasks (bps_stream_join would not wait),
+ * closed or not; a close never fires it by itself (only its discards may finish tasks).
  * A stream with no armed watch pays one integer test per transition.
  * ------------------------------------------------------------------------- */
 #define BPS_READABLE 1u
 #define BPS_WRITABLE 2u
 #define BPS_WATCH_CLOSED 4u
+#define BPS_TASKS_DONE 8u   /* an async join: unfinished tasks reached 0 */
 
 typedef struct bps_watch bps_watch;
 typedef void (*bps_notify_fn)(void *context, uint32_t events);
@@ -338,7 +341,7 @@ bps_status bps_stream_watch(bps_stream *stream, bps_notify_fn notify,
                             bps_context_release_fn release_context, void *context,
                             bps_watch **out_watch);
 
-/* Step 2 above. events: BPS_READABLE and/or BPS_WRITABLE. *out_ready: what holds now
+/* Step 2 above. events: any of BPS_READABLE, BPS_WRITABLE, BPS_TASKS_DONE. *out_ready: what holds now
  * (then nothing was armed), or 0 once armed. */
 bps_status bps_watch_arm(bps_watch *watch, uint32_t events, uint32_t *out_ready);
 
