@@ -6,7 +6,9 @@ put into a full stream does (block, drop_oldest, drop_newest, reject, drop_all).
 The core is native (Swift, behind a C ABI); blocking calls release the GIL.
 ``read_lines`` and ``read_chunks`` stream a file, pipe or socket through a native reader
 thread; other extensions feed streams from their own threads through the C API
-(``get_include()`` finds its header, ``bpstream_capi.h``).
+(``get_include()`` finds its header, ``bpstream_capi.h``). ``from_aiter`` and ``from_iter``
+bridge sync and async code: one thread drives an async (or blocking) iterable into a stream
+the other side consumes.
 """
 
 import os as _os
@@ -22,6 +24,7 @@ from ._bpstream import (
     Stats,
     abi_version,
 )
+from ._bridges import from_aiter, from_iter
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
@@ -48,6 +51,8 @@ __all__ = [
     "Stats",
     "__version__",
     "abi_version",
+    "from_aiter",
+    "from_iter",
     "get_include",
     "read_chunks",
     "read_lines",

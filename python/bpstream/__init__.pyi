@@ -9,6 +9,7 @@ from ._bpstream import (
     Stats as Stats,
     abi_version as abi_version,
 )
+from ._bridges import from_aiter as from_aiter, from_iter as from_iter
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -28,6 +29,8 @@ __all__ = [
     "Stats",
     "__version__",
     "abi_version",
+    "from_aiter",
+    "from_iter",
     "get_include",
     "read_chunks",
     "read_lines",
