@@ -339,9 +339,9 @@ async def _pump_aiter(bridge: _Bridge, ref, iterator, block: bool, watcher: _Wat
                 break
             if bridge.stopping or not await room.put(ref, item, block):
                 break
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if not bridge.stopping:  # not ours: the iterable was cancelled from inside
-            error = asyncio.CancelledError("the async iterable was cancelled")
+            error = exc
     except BaseException as exc:  # the consumer gets it, in place
         error = exc
     finally:
@@ -357,8 +357,8 @@ async def _aclose(iterator) -> None:
     if aclose is not None:
         try:
             await aclose()
-        except Exception:  # e.g. "async generator ignored GeneratorExit": it is over anyway
-            pass
+        except (Exception, asyncio.CancelledError):  # e.g. "async generator ignored
+            pass  # GeneratorExit", or a cleanup cancelled from inside: it is over anyway
 
 
 # --- from_iter: one thread drives a blocking iterator ------------------------------------

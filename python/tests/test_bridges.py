@@ -216,6 +216,17 @@ def test_from_aiter_producer_exception_is_raised_in_place():
     check_identity(stream.stats())
 
 
+def test_from_aiter_cancellation_from_inside_the_iterable_reaches_the_consumer():
+    async def cancelled_inside():
+        yield 1
+        raise asyncio.CancelledError("the upstream request was cancelled")
+
+    stream = bpstream.from_aiter(cancelled_inside())
+    assert stream.get() == 1
+    with pytest.raises(asyncio.CancelledError, match="upstream"):
+        stream.get()
+
+
 def test_from_aiter_error_after_the_consumer_stopped_is_dropped():
     async def failing_on_close():
         try:
