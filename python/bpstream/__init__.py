@@ -8,7 +8,9 @@ other face of the same queue).
 The core is native (Swift, behind a C ABI); blocking calls release the GIL.
 ``read_lines`` and ``read_chunks`` stream a file, pipe or socket through a native reader
 thread; other extensions feed streams from their own threads through the C API
-(``get_include()`` finds its header, ``bpstream_capi.h``).
+(``get_include()`` finds its header, ``bpstream_capi.h``). ``from_aiter`` and ``from_iter``
+bridge sync and async code: one thread drives an async (or blocking) iterable into a stream
+the other side consumes.
 """
 
 import os as _os
@@ -24,6 +26,7 @@ from ._bpstream import (
     Stats,
     abi_version,
 )
+from ._bridges import from_aiter, from_iter
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
@@ -64,6 +67,8 @@ __all__ = [
     "Stats",
     "__version__",
     "abi_version",
+    "from_aiter",
+    "from_iter",
     "get_include",
     "read_chunks",
     "read_lines",

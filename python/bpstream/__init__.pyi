@@ -14,6 +14,7 @@ from ._asyncqueue import (
     QueueEmpty as QueueEmpty,
     QueueFull as QueueFull,
 )
+from ._bridges import from_aiter as from_aiter, from_iter as from_iter
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -36,6 +37,8 @@ __all__ = [
     "Stats",
     "__version__",
     "abi_version",
+    "from_aiter",
+    "from_iter",
     "get_include",
     "read_chunks",
     "read_lines",

@@ -159,6 +159,18 @@ set_error(module_state *st, bps_status status)
     return NULL;
 }
 
+/* A Python producer's exception (_close_with_error): raised itself, with the traceback it
+ * had when the producer failed (not one that grows with every get). Returns NULL. */
+static PyObject *
+raise_failure(StreamObject *self)
+{
+    PyObject *exc = PyTuple_GET_ITEM(self->failure, 0);
+    PyObject *tb = PyTuple_GET_ITEM(self->failure, 1);
+    (void)PyException_SetTraceback(exc, tb);
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    return NULL;
+}
+
 /* set_error for calls on a stream: BPS_FAILED becomes the producer's error, as
  * OSError(code, message) (the errno's subclass) or bpstream.ProducerError(message). */
 PyObject *
@@ -166,6 +178,9 @@ stream_error(StreamObject *self, bps_status status)
 {
     if (status != BPS_FAILED) {
         return set_error(self->state, status);
+    }
+    if (self->failure != NULL) {
+        return raise_failure(self);
     }
     int32_t code = 0;
     char message[1024];
@@ -967,6 +982,7 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->async_waiters);
+    Py_VISIT(self->failure);
     for (Py_ssize_t i = self->ahead_next; i < self->ahead_count; i++) {
         if (!bps_item_is_frame(self->ahead[i])) {
             Py_VISIT((PyObject *)self->ahead[i]);
@@ -987,6 +1003,7 @@ static int
 stream_clear(StreamObject *self)
 {
     Py_CLEAR(self->async_waiters);
+    Py_CLEAR(self->failure);
     if (self->stream != NULL) {
         ahead_settle(self);
         (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
@@ -1041,6 +1058,7 @@ stream_dealloc(StreamObject *self)
         (void)bps_stream_release(stream);
     }
     Py_CLEAR(self->async_waiters);
+    Py_CLEAR(self->failure);
     PyMem_Free(self->ahead);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -1347,6 +1365,60 @@ stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     }
     stop_reader(self);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(stream_close_with_error_doc,
+"_close_with_error($self, exc, /)\n"
+"--\n"
+"\n"
+"End the stream with a Python producer's exception (bpstream's bridges): like\n"
+"close(), consumers first get every item put before it, then every get raises\n"
+"exc itself. Native consumers see code 0 and 'Type: message'. Ignored (returns\n"
+"False) when the stream is already closed.");
+
+// Borrows exc. Returns True (closed with exc), False (already closed), or NULL.
+static PyObject *
+stream_close_with_error(StreamObject *self, PyObject *exc)
+{
+    CHECK_INIT(self);
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_Format(PyExc_TypeError, "_close_with_error expected an exception, not %.100s",
+                     Py_TYPE(exc)->tp_name);
+        return NULL;
+    }
+    int closed = 0;
+    bps_status status = bps_stream_is_closed(self->stream, &closed);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    if (closed) {   /* the core would ignore the error: so do we */
+        Py_RETURN_FALSE;
+    }
+    PyObject *text = PyUnicode_FromFormat("%s: %S", Py_TYPE(exc)->tp_name, exc);
+    if (text == NULL) {
+        return NULL;
+    }
+    const char *message = PyUnicode_AsUTF8(text);
+    if (message == NULL) {   /* lone surrogates: the type's name will do */
+        PyErr_Clear();
+        message = Py_TYPE(exc)->tp_name;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);   /* a new reference, or NULL */
+    PyObject *failure = PyTuple_Pack(2, exc, tb != NULL ? tb : Py_None);
+    Py_XDECREF(tb);
+    if (failure == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    /* With the GIL held throughout: no Python consumer sees BPS_FAILED before `failure`. */
+    Py_XSETREF(self->failure, failure);
+    status = bps_stream_close_with_error(self->stream, 0, message);
+    Py_DECREF(text);
+    if (status != BPS_OK) {
+        Py_CLEAR(self->failure);
+        return stream_error(self, status);
+    }
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(stream_stats_doc,
@@ -1760,6 +1832,8 @@ static PyMethodDef stream_methods[] = {
     {"_try_put", (PyCFunction)stream_try_put, METH_O, NULL},
     {"_account", (PyCFunction)(void (*)(void))stream_account, METH_FASTCALL, NULL},
     {"_watch", (PyCFunction)stream_watch, METH_O, NULL},
+    {"_close_with_error", (PyCFunction)stream_close_with_error, METH_O,
+     stream_close_with_error_doc},
     {"__exit__", (PyCFunction)(void (*)(void))stream_exit, METH_FASTCALL, stream_exit_doc},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
      PyDoc_STR("See PEP 585")},

@@ -56,6 +56,8 @@ typedef struct StreamObject {
     /* Every initialised StreamObject of the process, for the fork child (GIL held). */
     struct StreamObject *prev_stream, *next_stream;
     PyObject *async_waiters;       /* bpstream._aio's per-loop waiters, or NULL (_aio.py) */
+    PyObject *failure;             /* (exception, traceback) a Python producer closed the
+                                    * stream with (_close_with_error), or NULL */
 } StreamObject;
 
 

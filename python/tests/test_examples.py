@@ -48,3 +48,17 @@ def test_demo_quick_prints_plain_text_and_a_table():
     for policy in ("block", "drop_oldest", "drop_newest", "reject", "drop_all"):
         assert policy in done.stdout
     assert "identity holds" in done.stdout
+
+
+def test_sync_over_async_holds_the_producer_back_and_cleans_up():
+    done = run(os.path.join("examples", "sync_over_async.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "generator finally ran: True; threads left: 0" in done.stdout
+    assert "bounded version held back and cleaned up: True" in done.stdout
+
+
+def test_async_tokens_stops_the_native_producer():
+    done = run(os.path.join("examples", "async_tokens.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "producer exited: True" in done.stdout
+    assert "tok11" in done.stdout and "tok12 " not in done.stdout
