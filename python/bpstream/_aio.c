@@ -57,11 +57,25 @@ typedef struct {
 } ReadyObject;
 
 // Steals value (a new reference; NULL: an exception is set, returned as NULL).
+//
+// The module keeps one Ready and hands it out again whenever the cache holds the only
+// reference to it: a loop of `await s.aput(x)` or an `async for` then allocates nothing
+// per item. Reusing it is safe because nobody else can reach it (a Ready another caller
+// still holds is never reused: a fresh one is made). GIL held.
 static PyObject *
 ready_new(module_state *st, PyObject *value)
 {
     if (value == NULL) {
         return NULL;
+    }
+    ReadyObject *cached = (ReadyObject *)st->ready_cache;
+    if (cached != NULL && Py_REFCNT(cached) == 1) {
+        PyObject *old_value = cached->value, *old_error = cached->error;
+        cached->value = value;
+        cached->error = NULL;
+        Py_XDECREF(old_value);   /* a Ready dropped unawaited: after the swap, as it may */
+        Py_XDECREF(old_error);   /* run code that calls ready_new again */
+        return Py_NewRef((PyObject *)cached);
     }
     ReadyObject *ready = PyObject_New(ReadyObject, st->ready_type);
     if (ready == NULL) {
@@ -70,6 +84,9 @@ ready_new(module_state *st, PyObject *value)
     }
     ready->value = value;
     ready->error = NULL;
+    if (cached == NULL) {
+        st->ready_cache = Py_NewRef((PyObject *)ready);
+    }
     return (PyObject *)ready;
 }
 

@@ -2724,6 +2724,7 @@ bpstream_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->waker_type);
     Py_VISIT(st->watch_type);
     Py_VISIT(st->aio);
+    Py_VISIT(st->ready_cache);
     return 0;
 }
 
@@ -2747,6 +2748,7 @@ bpstream_clear(PyObject *module)
     Py_CLEAR(st->waker_type);
     Py_CLEAR(st->watch_type);
     Py_CLEAR(st->aio);
+    Py_CLEAR(st->ready_cache);
     return 0;
 }
 

@@ -33,6 +33,7 @@ typedef struct {
     PyTypeObject *waker_type;      /* _Waker: an event loop's eventfd */
     PyTypeObject *watch_type;      /* _Watch: one stream's readiness watch for one loop */
     PyObject *aio;                 /* bpstream._aio (the waiting half), imported on first use */
+    PyObject *ready_cache;         /* one Ready reused while nobody else holds it (_aio.c) */
 } module_state;
 
 typedef struct StreamObject {
