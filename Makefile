@@ -33,9 +33,10 @@ tsan:
 		swift test --sanitize=thread --scratch-path .build-tsan --skip ForkTests
 
 bench: install
-	$(VPY) -m pip install --quiet --disable-pip-version-check janus  # a peer to compare with
+	$(VPY) -m pip install --quiet --disable-pip-version-check janus culsans  # peers to compare with
 	$(VPY) python/benchmarks/bench.py
 	$(VPY) python/benchmarks/bench_native.py
+	$(VPY) python/benchmarks/bench_async.py
 
 # The example native producer (a C extension using bpstream's C API capsule).
 examples: install
@@ -46,7 +47,7 @@ install: $(VENV)/bin/activate
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check pytest hypothesis
+	$(VPY) -m pip install --quiet --disable-pip-version-check pytest hypothesis uvloop anyio
 
 clean:
 	rm -rf .build .build-tsan build $(VENV) python/bpstream/*.so python/bpstream.egg-info

@@ -6,6 +6,7 @@ with the installed bpstream (token_streaming.py builds examples/native_producer 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -48,6 +49,12 @@ def test_demo_quick_prints_plain_text_and_a_table():
     for policy in ("block", "drop_oldest", "drop_newest", "reject", "drop_all"):
         assert policy in done.stdout
     assert "identity holds" in done.stdout
+    # The asyncio scenario: the reader held back by the task, the loop free meanwhile.
+    line = next(l for l in done.stdout.splitlines() if l.strip().startswith("consumed "))
+    numbers = re.search(r"waited ([\d,]+) times .* peak (\d+)\); the loop ran (\d+) heartbeats", line)
+    assert numbers and "identity holds" in line, line
+    waits, peak, heartbeats = (int(g.replace(",", "")) for g in numbers.groups())
+    assert waits > 0 and peak <= 64 and heartbeats > 0, line
 
 
 def test_sync_over_async_holds_the_producer_back_and_cleans_up():
