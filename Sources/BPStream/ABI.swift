@@ -78,7 +78,7 @@ private func coreCapacity(_ capacity: Int64) -> Int?? {
 
 @_cdecl("bps_abi_version")
 public func abiVersion() -> UInt32 {
-    1  // BPS_ABI_VERSION
+    2  // BPS_ABI_VERSION
 }
 
 @_cdecl("bps_status_string")

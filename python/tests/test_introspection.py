@@ -42,7 +42,7 @@ def test_module_surface():
     for name in ("Policy", "BoundedStream", "Queue", "Stats", "Full", "Empty", "Closed", "ShutDown"):
         assert hasattr(bpstream, name), name
     assert isinstance(bpstream.__version__, str) and bpstream.__version__
-    assert bpstream.abi_version() == 1
+    assert bpstream.abi_version() == 2
 
 
 # ------------------------------------------------------------------------------- Stats

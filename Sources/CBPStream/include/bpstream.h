@@ -68,7 +68,7 @@ extern "C" {
 #endif
 
 /* The ABI version this header describes; compare with bps_abi_version(). */
-#define BPS_ABI_VERSION 1
+#define BPS_ABI_VERSION 2  /* 2: readiness watches, try_put, async wait accounting, reader config */
 
 /* The stream. Opaque: only pointers to it exist, made by bps_stream_create. */
 typedef struct bps_stream bps_stream;
