@@ -59,6 +59,13 @@ setup(
             "bpstream._bpstream",
             sources=["python/bpstream/_bpstream.c", "python/bpstream/_aio.c"],
             include_dirs=[HEADER_DIR, os.path.join(ROOT, "python", "bpstream", "include")],
+            # Rebuild when a header changes, not only a .c file (a stale object would be
+            # built against the previous ABI: the import then refuses the library).
+            depends=[
+                os.path.join("Sources", "CBPStream", "include", "bpstream.h"),
+                os.path.join("python", "bpstream", "include", "bpstream_capi.h"),
+                os.path.join("python", "bpstream", "_bpstream.h"),
+            ],
             libraries=["bpstream"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
