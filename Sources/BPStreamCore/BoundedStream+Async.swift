@@ -389,9 +389,9 @@ final class AsyncWaiter: @unchecked Sendable {
 }
 
 /// A FIFO of suspended waiters of one kind (see the file's header for the invariants).
-final class AsyncWaiterQueue: Sendable {
+final class AsyncWaiterQueue: @unchecked Sendable {
     /// Oldest first. An array: queues are short, and front inserts (a retry) are rare.
-    private let waiters = Mutex([AsyncWaiter]())
+    private let waiters = LockedWaiters()
 
     var isEmpty: Bool { waiters.withLock { $0.isEmpty } }
 
@@ -461,5 +461,19 @@ final class AsyncWaiterQueue: Sendable {
             return waiter.continuation
         }
         head?.resume(returning: .woken)
+    }
+}
+
+/// The waiter list behind a pthread mutex (`PthreadLock`): the same lock the streams use,
+/// which ThreadSanitizer sees (Synchronization's `Mutex` waits on a futex it does not).
+final class LockedWaiters: @unchecked Sendable {
+    private let lock = PthreadLock()
+    /// Guarded by `lock`.
+    private var queue: [AsyncWaiter] = []
+
+    func withLock<Result>(_ body: (inout [AsyncWaiter]) -> Result) -> Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&queue)
     }
 }
