@@ -123,7 +123,10 @@ def _waiters(stream) -> _Waiters:
     if waiters is None:
         waiters = table[loop] = _Waiters(stream, loop_waker)
         loop_waker.waiters.add(waiters)
-        weakref.finalize(loop, _forget, weakref.ref(loop_waker), waiters)
+        # Forgotten when the loop OR the stream dies, whichever first: a long-lived loop
+        # must not keep every stream that ever waited on it (nor walk them all per wake-up).
+        forget = weakref.finalize(loop, _forget, weakref.ref(loop_waker), waiters)
+        weakref.finalize(stream, forget)
     return waiters
 
 
@@ -158,6 +161,8 @@ async def _wait_ready(waiters: _Waiters, queue: collections.deque, events: int,
                 async with asyncio.timeout(remaining):
                     await future
             except TimeoutError:
+                if future.done() and not future.cancelled():
+                    waiters.wake_next(queue)  # woken, then timed out: pass the wake-up on
                 return False
         return True
     except BaseException:
