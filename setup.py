@@ -57,7 +57,13 @@ setup(
     ext_modules=[
         Extension(
             "bpstream._bpstream",
-            sources=["python/bpstream/_bpstream.c", "python/bpstream/_aio.c"],
+            sources=[f"python/bpstream/{name}.c" for name in (
+                "_module", "_errors", "_args", "_stream", "_queue", "_readahead", "_aio", "_capi",
+            )],
+            # setuptools rebuilds only when these change too: the extension's own headers.
+            depends=["python/bpstream/_bpstream.h", "python/bpstream/_readahead.h",
+                     "python/bpstream/include/bpstream_capi.h",
+                     os.path.join(HEADER_DIR, "bpstream.h")],
             include_dirs=[HEADER_DIR, os.path.join(ROOT, "python", "bpstream", "include")],
             libraries=["bpstream"],
             extra_compile_args=compile_args,
