@@ -47,7 +47,11 @@ class BuildWithSwift(build_ext):
         # holds bpstream_capi.h and a symlink to the one ABI header.
 
 
-compile_args = ["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
+# -fvisibility=hidden: the .so exports PyInit__bpstream only. The extension's files share
+# internals (set_error, do_put, take_next, ...); hidden, no same-named symbol of another
+# library can interpose on them, and the calls between the files are direct, not via the PLT.
+compile_args = ["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                "-fvisibility=hidden"]
 link_args = ["-Wl,-rpath,$ORIGIN"]
 if os.environ.get("BPSTREAM_SANITIZE"):
     compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
@@ -57,15 +61,14 @@ setup(
     ext_modules=[
         Extension(
             "bpstream._bpstream",
-            sources=["python/bpstream/_bpstream.c", "python/bpstream/_aio.c"],
+            sources=[f"python/bpstream/{name}.c" for name in (
+                "_module", "_errors", "_args", "_stream", "_queue", "_readahead", "_aio", "_capi",
+            )],
+            # setuptools rebuilds only when these change too: the extension's own headers.
+            depends=["python/bpstream/_bpstream.h", "python/bpstream/_readahead.h",
+                     "python/bpstream/include/bpstream_capi.h",
+                     os.path.join(HEADER_DIR, "bpstream.h")],
             include_dirs=[HEADER_DIR, os.path.join(ROOT, "python", "bpstream", "include")],
-            # Rebuild when a header changes, not only a .c file (a stale object would be
-            # built against the previous ABI: the import then refuses the library).
-            depends=[
-                os.path.join("Sources", "CBPStream", "include", "bpstream.h"),
-                os.path.join("python", "bpstream", "include", "bpstream_capi.h"),
-                os.path.join("python", "bpstream", "_bpstream.h"),
-            ],
             libraries=["bpstream"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

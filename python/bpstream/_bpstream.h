@@ -1,21 +1,83 @@
 /*
  * _bpstream.h — what the extension's C files share (internal: not installed).
  *
- *   _bpstream.c   the module, errors, the stream and queue types, iteration, the C API
- *   _aio.c        asyncio: awaitables, event-loop wake-ups (eventfd), readiness watches
+ * The CPython binding of bpstream (bpstream._bpstream): Python objects in, C ABI
+ * (bpstream.h) calls, Python objects or exceptions out. Modelled on CPython's
+ * Modules/_queuemodule.c: multi-phase init, a module state holding the types and
+ * exceptions, heap types with GC and weakref support. One job per file:
  *
- * Ownership and GIL rules are stated once, at the top of _bpstream.c.
+ *   _module.c     the module (state, init, exceptions, Policy) and the process (GIL, exit, fork)
+ *   _errors.c     the one place a bps_status becomes a Python exception
+ *   _args.c       Python arguments to C values: timeouts, policies, keyword parsing
+ *   _stream.c     the BoundedStream type (and its Stats)
+ *   _queue.c      the Queue type: queue.Queue's faces over the same stream
+ *   _readahead.c  iteration, and the read-ahead behind every consumer call (_readahead.h:
+ *                 its inline hot path)
+ *   _aio.c        asyncio: awaitables, event-loop wake-ups (eventfd), readiness watches
+ *   _capi.c       the C API for other extensions (bpstream_capi.h), as a capsule
+ *
+ * ===========================================================================
+ * OWNERSHIP (items are PyObject * put from Python, or byte frames put by native
+ * producers: tagged pointers, bpstream.h; the stream stores both as void *)
+ * ===========================================================================
+ *  - The stream owns exactly one strong reference to every object it buffers.
+ *  - put: we Py_INCREF the item, then bps_stream_put(). BPS_OK moves that reference
+ *    into the stream; every other status (BPS_SHED included) leaves it with us and
+ *    we Py_DECREF it at once (the caller's own reference keeps the item alive).
+ *  - get: BPS_OK moves the stream's reference to us; an object is returned as is (a
+ *    new reference, no refcount traffic); a frame becomes bytes and is freed
+ *    (item_to_object). Read-ahead items are ours in the same way until delivered;
+ *    a small delivered frame is freed with the rest of its batch (ahead_settle).
+ *  - Items the stream drops on its own (evicted, cleared, discarded by an immediate
+ *    close, left over when the stream is freed) come back through release_item(),
+ *    which Py_DECREFs objects (frames: frees them) exactly once.
+ *
+ * GIL RULES
+ *  - Every bps_ call is made WITH the GIL held. A call that must wait tells us
+ *    through its bps_waiter hook: BEGIN releases the GIL, END takes it back, and
+ *    POLL (main thread only, every 50 ms) takes it briefly to run signal handlers:
+ *    a KeyboardInterrupt cancels the call (BPS_CANCELLED) and nothing moves.
+ *  - THE RULE: a Python object is touched (Py_DECREF included) only by a thread that
+ *    holds the GIL. The one place a thread without it may meet one is release_item(),
+ *    which runs on the thread whose call dropped the item (bpstream.h): a native producer
+ *    evicting or clearing objects, a native close or last release. There it takes the
+ *    GIL with PyGILState_Ensure() (holds_gil() tells whether this thread already holds
+ *    it), unless the interpreter is exiting: from then on no native thread touches a
+ *    Python object, and what it drops is left to the exiting process (see "The process",
+ *    _module.c).
+ *    Frames are freed without the GIL.
+ *  - The read-ahead fields change only with the GIL held (refills never wait);
+ *    ahead_deliver's atomic add on the core's delivery counter needs no lock.
+ *    The core never calls it with its lock held, so taking the GIL there cannot
+ *    deadlock against a thread that holds the GIL and waits for the stream's lock.
+ *  - tp_traverse runs bps_stream_visit(), whose callback runs under the stream's
+ *    lock; Py_VISIT never calls back into the stream, so that is safe.
+ *
+ * GC AND GIL-FREE GETTERS (why StreamObject.getters_waiting exists)
+ *  A getter waiting with the GIL released takes its item out of the buffer before
+ *  its END hook takes the GIL back. If the collector traversed the stream once with
+ *  the item inside and once without it, it would see one reference vanish between
+ *  its passes and could clear a live item. So while any getter of this stream waits
+ *  without the GIL, tp_traverse reports no items: an unvisited reference only makes
+ *  an item look reachable, which is always safe. The counter changes only with the
+ *  GIL held, so it cannot change during a collection. Putters need no such care: an
+ *  item appearing between passes is just an extra, unaccounted (external) reference.
+ * ===========================================================================
  */
 #ifndef BPSTREAM_EXTENSION_H
 #define BPSTREAM_EXTENSION_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
 
 #include "bpstream.h"
 
 #define N_POLICIES 5
+#define NS_PER_SEC 1000000000LL
+/* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
+#define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)
 
 typedef struct {
     PyTypeObject *stream_type;     /* bpstream.BoundedStream */
@@ -41,11 +103,11 @@ typedef struct StreamObject {
     bps_stream *stream;            /* NULL until __init__; then ours until dealloc */
     module_state *state;           /* borrowed: our type keeps the module alive */
     PyObject *weakreflist;
-    Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see top) */
+    Py_ssize_t getters_waiting;    /* getters waiting without the GIL (see above) */
     bps_policy policy;
     bps_reader *reader;            /* a native reader feeding this stream, or NULL; ours */
     long long unbounded_maxsize;   /* Queue: the maxsize <= 0 given, read back as given */
-    /* Read-ahead (see "Read-ahead" below): items reserved from the core in one call.
+    /* Read-ahead (see "Read-ahead", _readahead.c): items reserved from the core in one call.
      * ahead[ahead_next..ahead_count) are ours and not yet delivered. */
     void **ahead;                  /* NULL until the first batched refill; PyMem_Malloc */
     intptr_t *delivered;           /* the core's delivery counter (ahead_deliver adds to it) */
@@ -78,25 +140,205 @@ typedef struct {
         }                                     \
     } while (0)
 
-/* _bpstream.c */
-// RuntimeError for a stream whose __init__ did not run; returns NULL.
-PyObject *not_initialized(StreamObject *self);
-// out[i] gets a borrowed reference, or NULL when omitted. Returns 0 or -1.
-int parse_args(const arg_spec *spec, PyObject *const *args, Py_ssize_t nargs,
-               PyObject *kwnames, PyObject **out);
-// Borrows obj. Seconds (None, int, float) -> nanoseconds (-1: no limit). 0 or -1.
-int timeout_to_ns(PyObject *obj, int64_t *out);
-// Borrows item. The status; on anything but BPS_OK the stream took nothing.
-bps_status do_put(StreamObject *self, PyObject *item, int64_t timeout_ns);
-// __exit__: closes (draining) and stops a reader. Returns None or NULL.
-PyObject *stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* The module's definition (_module.c): types find their module state through it. */
+extern struct PyModuleDef bpstream_module;
+
+static inline module_state *
+get_module_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Items released by the stream                                              */
+/* ------------------------------------------------------------------------- */
+
+/* Items are PyObject * (put from Python) or byte frames (put by native producers,
+ * bpstream.h: a tagged pointer). A frame becomes a bytes object only when a Python
+ * consumer takes it, so producers never need the GIL. */
+
+// Borrows a frame item. Returns a new bytes object holding a copy of its bytes, or NULL
+// with MemoryError.
+static inline PyObject *
+frame_to_bytes(const void *item)
+{
+    const bps_frame *frame = bps_item_frame(item);
+    return PyBytes_FromStringAndSize((const char *)frame->data, (Py_ssize_t)frame->length);
+}
+
+// Steals item. Returns a new reference: the object itself, or a new bytes object made
+// from the frame (which is freed either way); NULL with MemoryError.
+static inline PyObject *
+item_to_object(void *item)
+{
+    if (!bps_item_is_frame(item)) {
+        return (PyObject *)item;
+    }
+    PyObject *bytes = frame_to_bytes(item);
+    bps_frame_free(item);
+    return bytes;
+}
+
+// Steals object (a new reference, or NULL with an exception set): appends it to list.
+// Returns 0, or -1 with an exception.
+static inline int
+list_append_new(PyObject *list, PyObject *object)
+{
+    if (object == NULL) {
+        return -1;
+    }
+    int result = PyList_Append(list, object);
+    Py_DECREF(object);
+    return result;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Blocking without the GIL (_module.c owns the hook and the main thread)    */
+/* ------------------------------------------------------------------------- */
+
+/* The thread that runs signal handlers (_module.c, "The process"). GIL held. */
+extern unsigned long main_thread_ident;
+
+/* One blocking call's waiter, on the caller's C stack. */
+typedef struct {
+    bps_waiter waiter;
+    PyThreadState *tstate;         /* saved while the GIL is released */
+    Py_ssize_t *getters_waiting;   /* NULL for calls that never remove items */
+} gil_waiter;
+
+// The waiter hook: releases the GIL while a call waits (see GIL RULES).
+int gil_wait_hook(void *context, bps_wait_event event);
+
+/* Fills *w for one call on self. removes_items: the call may take items while it waits.
+ * Signal handlers only ever run in the main thread, so other threads never poll. */
+static inline const bps_waiter *
+gil_waiter_init(gil_waiter *w, StreamObject *self, int removes_items)
+{
+    w->waiter.size = sizeof(bps_waiter);
+    w->waiter.poll_interval_ns =
+        PyThread_get_thread_ident() == main_thread_ident ? MAIN_THREAD_POLL_NS : 0;
+    w->waiter.hook = gil_wait_hook;
+    w->waiter.context = w;
+    w->tstate = NULL;
+    w->getters_waiting = removes_items ? &self->getters_waiting : NULL;
+    return &w->waiter;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The exception being raised (3.11 backport); truth values                  */
+/* ------------------------------------------------------------------------- */
+
+/* PyErr_Fetch is deprecated from 3.12 on; these are the 3.12 API, backported. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define get_raised_exception PyErr_GetRaisedException
+#  define set_raised_exception PyErr_SetRaisedException
+#else
+// Returns a new reference (or NULL if no exception is set); clears the indicator.
+static inline PyObject *
+get_raised_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+// Steals exc.
+static inline void
+set_raised_exception(PyObject *exc)
+{
+    if (exc == NULL) {
+        return;
+    }
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+#endif
+
+/* Borrows obj (may be NULL: default). Returns 1, 0, or -1 with an exception. */
+static inline int
+truth(PyObject *obj, int default_value)
+{
+    return obj == NULL ? default_value : PyObject_IsTrue(obj);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Shared functions, by the file that defines them                           */
+/* ------------------------------------------------------------------------- */
+
+/* _module.c */
+// The policies' values ('block', ...), indexed by bps_policy; static strings.
+extern const char *const policy_names[N_POLICIES];
+// The release callback of every stream (steals item); any thread, GIL or not.
+void release_item(void *item, void *context);
+// Adds self to / removes it from the process's list of live streams. GIL held.
+void all_streams_add(StreamObject *self);
+void all_streams_remove(StreamObject *self);
+
+/* _errors.c */
 // Sets the exception for a failed call; returns NULL.
 PyObject *set_error(module_state *st, bps_status status);
 // set_error for a call on a stream (BPS_FAILED: the producer's error); returns NULL.
 PyObject *stream_error(StreamObject *self, bps_status status);
+// RuntimeError for a stream whose __init__ did not run; returns NULL.
+PyObject *not_initialized(StreamObject *self);
+
+/* _args.c */
+// Borrows obj. Seconds (None, int, float) -> nanoseconds (-1: no limit). 0 or -1.
+int timeout_to_ns(PyObject *obj, int64_t *out);
+// Borrows obj. Any str (a Policy member is one) -> bps_policy. 0 or -1.
+int policy_from_object(PyObject *obj, bps_policy *out);
+// out[i] gets a borrowed reference, or NULL when omitted. Returns 0 or -1.
+int parse_args(const arg_spec *spec, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames, PyObject **out);
+
+/* _stream.c (the BoundedStream type; Queue reuses its slots and methods) */
+extern PyType_Spec stream_spec;
+extern PyStructSequence_Desc stats_desc;
+// Borrows item. The status; on anything but BPS_OK the stream took nothing.
+bps_status do_put(StreamObject *self, PyObject *item, int64_t timeout_ns);
+// Creates self's stream once (__init__). Returns 0 or -1 with an exception.
+int stream_setup(StreamObject *self, int64_t capacity, bps_policy policy);
+// Stops and joins self's native reader, if any. GIL held (released while joining).
+void stop_reader(StreamObject *self);
+int stream_traverse(StreamObject *self, visitproc visit, void *arg);
+int stream_clear(StreamObject *self);
+void stream_dealloc(StreamObject *self);
+// len(): the depth, or -1 with an exception.
+Py_ssize_t stream_len(StreamObject *self);
+// Methods and properties Queue shares. Return a new reference, or NULL.
+PyObject *stream_get_nowait(StreamObject *self, PyObject *Py_UNUSED(ignored));
+PyObject *stream_close(StreamObject *self, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames);
+PyObject *stream_get_closed(StreamObject *self, void *Py_UNUSED(closure));
+// __exit__: closes (draining) and stops a reader. Returns None or NULL.
+PyObject *stream_exit(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* _readahead.c */
+extern PyType_Spec iterator_spec;
+// The read-ahead batch for this policy and capacity (1: none).
+Py_ssize_t stream_ahead_batch(bps_policy policy, int64_t capacity);
+// Settles the read-ahead with the core (undelivered items go back). GIL held; never waits.
+void ahead_settle(StreamObject *self);
 // The next item for any consumer call (read-ahead first); a new reference, or NULL with
 // *status the core's failure (no exception set), or NULL with an exception (*status BPS_OK).
 PyObject *take_next(StreamObject *self, int64_t timeout_ns, bps_status *status);
+// iter(stream): returns a new reference to a new iterator, or NULL.
+PyObject *stream_iter(StreamObject *self);
+
+/* _queue.c */
+extern PyType_Spec queue_spec;
+
+/* _capi.c */
+// Returns a new reference: the capsule holding the table, or NULL with an exception.
+PyObject *capi_capsule(void);
 
 /* _aio.c */
 // Creates the asyncio types into st. Returns 0, or -1 with an exception.
@@ -117,5 +359,21 @@ PyObject *stream_aput_many(StreamObject *self, PyObject *const *args, Py_ssize_t
 extern const char stream_aget_doc[], stream_aput_doc[], stream_aget_many_doc[], stream_aput_many_doc[];
 // The iterator's __anext__ for `async for`: the next item of self's stream.
 PyObject *aio_anext(StreamObject *self);
+
+/* ------------------------------------------------------------------------- */
+/* The get of every consumer call (take_next, then the exception)            */
+/* ------------------------------------------------------------------------- */
+
+// Returns a new reference (the oldest item), or NULL with an exception.
+static inline PyObject *
+do_get(StreamObject *self, int64_t timeout_ns)
+{
+    bps_status status;
+    PyObject *item = take_next(self, timeout_ns, &status);
+    if (item == NULL && status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return item;
+}
 
 #endif
