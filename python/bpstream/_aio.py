@@ -181,7 +181,12 @@ def _discard(queue: collections.deque, future: asyncio.Future) -> None:
 
 
 def _deadline(timeout) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+    if timeout is None:
+        return None
+    try:
+        return time.monotonic() + timeout
+    except OverflowError:  # an int beyond any float (10**400): no limit, as get() reads it
+        return None
 
 
 async def aget_wait(stream, timeout):
@@ -306,7 +311,7 @@ async def aput_many(stream, iterable, timeout):
     try:
         for item in iterable:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            if await stream.aput(item, timeout=remaining if remaining != 0 else 1e-9):
+            if await stream.aput(item, timeout=remaining):   # 0: put_nowait, no wait counted
                 stored += 1
     except BaseException as exc:
         try:

@@ -78,3 +78,43 @@ def test_streams_that_waited_on_a_long_lived_loop_leave_nothing_behind():
         return len(_aio._loop_wakers[loop].waiters)
 
     assert run(main()) <= 1
+
+
+# ------------------------------------------------------------- async outcomes match sync
+
+
+def test_aput_many_with_timeout_zero_on_a_full_stream_counts_no_wait():
+    # "The same outcomes and exceptions as put" and "only a wait counts": put_many(...,
+    # timeout=0) and aput(..., timeout=0) on a full block stream reject without waiting;
+    # aput_many(..., timeout=0) must not count a producer wait or a backpressure event.
+    async def main():
+        sync, async_ = bpstream.BoundedStream(1), bpstream.BoundedStream(1)
+        sync.put(0)
+        async_.put(0)
+        with pytest.raises(bpstream.Full) as sync_exc:
+            sync.put_many([1, 2], timeout=0)
+        with pytest.raises(bpstream.Full) as async_exc:
+            await async_.aput_many([1, 2], timeout=0)
+        assert async_exc.value.accepted == sync_exc.value.accepted == 0
+        fields = ("rejected", "producer_waits", "backpressure_events", "produced", "depth")
+        a, b = sync.stats(), async_.stats()
+        assert [getattr(b, f) for f in fields] == [getattr(a, f) for f in fields]
+
+    run(main())
+
+
+def test_a_timeout_too_large_for_a_float_waits_like_the_sync_call():
+    # get(timeout=10**400) waits without limit; aget/aget_many/aput must not raise
+    # OverflowError instead ("the same outcomes and exceptions as put/get").
+    async def main():
+        s = bpstream.BoundedStream(1)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, s.put_nowait, "a")
+        assert await asyncio.wait_for(s.aget(timeout=10**400), WITHIN) == "a"
+        loop.call_later(0.01, s.put_nowait, "b")
+        assert await asyncio.wait_for(s.aget_many(5, timeout=10**400), WITHIN) == ["b"]
+        s.put_nowait("c")
+        loop.call_later(0.01, s.get_nowait)
+        assert await asyncio.wait_for(s.aput("d", timeout=10**400), WITHIN) is True
+
+    run(main())
