@@ -813,9 +813,12 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// the stream looks full, or when this put may raise the peak.
     @inlinable @inline(__always)
     func absorbBeforePut(_ count: Int, deciding: Bool) {
-        let after = state.depth &+ count
+        let depth = state.depth
+        // The depth once what fits is stored: only that can raise the peak (a batch that
+        // does not fit stores up to the capacity, then comes back here, full).
+        let after = Swift.min(depth &+ count, state.capacity)
         if after > Int(truncatingIfNeeded: state.counters.peakDepth)
-            || (deciding && after > state.capacity)
+            || (deciding && depth >= state.capacity)
         {
             _ = absorbDeliveries()
         }
