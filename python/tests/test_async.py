@@ -290,9 +290,8 @@ def test_a_sync_for_loop_frees_room_for_an_async_producer_at_once():
 
 
 def test_two_loops_two_threads_and_a_native_producer_share_one_stream(tokens):
-    n = 60_000
+    n = 200_000
     s = bpstream.BoundedStream(32)
-    producer = tokens.count(s, n, batch=16)
     seen = {"loop1": [], "loop2": [], "thread": []}
 
     def loop_consumer(name):
@@ -311,16 +310,26 @@ def test_two_loops_two_threads_and_a_native_producer_share_one_stream(tokens):
     for t in threads:
         t.start()
 
+    accepted = []
+
     async def python_producer():
+        # Beside the native producer, which closes the stream when it is done: the puts
+        # that raced its close raise Closed and stored nothing.
         for i in range(n, n + 5000):
-            await s.aput(i.to_bytes(8, "little"))
+            try:
+                await s.aput(i.to_bytes(8, "little"))
+            except bpstream.Closed:
+                return
+            accepted.append(i)
+    producer = tokens.count(s, n, batch=16)
     run(python_producer())
     assert producer.join(60)  # closes the stream when done
     for t in threads:
         t.join(60)
         assert not t.is_alive()
     everything = seen["loop1"] + seen["loop2"] + seen["thread"]
-    assert sorted(everything) == list(range(n + 5000)), "lost or duplicated"
+    assert sorted(everything) == list(range(n)) + accepted, "lost or duplicated"
+    print(f"{len(accepted)} Python items in beside {n} native frames")
     assert all(len(v) > 0 for v in seen.values()), {k: len(v) for k, v in seen.items()}
     check_identity(s.stats())
 
