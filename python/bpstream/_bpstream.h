@@ -360,20 +360,4 @@ extern const char stream_aget_doc[], stream_aput_doc[], stream_aget_many_doc[], 
 // The iterator's __anext__ for `async for`: the next item of self's stream.
 PyObject *aio_anext(StreamObject *self);
 
-/* ------------------------------------------------------------------------- */
-/* The get of every consumer call (take_next, then the exception)            */
-/* ------------------------------------------------------------------------- */
-
-// Returns a new reference (the oldest item), or NULL with an exception.
-static inline PyObject *
-do_get(StreamObject *self, int64_t timeout_ns)
-{
-    bps_status status;
-    PyObject *item = take_next(self, timeout_ns, &status);
-    if (item == NULL && status != BPS_OK) {
-        return stream_error(self, status);
-    }
-    return item;
-}
-
 #endif

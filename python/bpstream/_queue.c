@@ -7,6 +7,7 @@
  * (_stream.c): a Queue is a BoundedStream subclass.
  */
 #include "_bpstream.h"
+#include "_readahead.h"
 
 #include <limits.h>
 #include <string.h>

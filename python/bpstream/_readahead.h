@@ -49,4 +49,21 @@ ahead_deliver(StreamObject *self)
     return bytes;
 }
 
+// Returns a new reference (the oldest item), or NULL with an exception: get() and
+// get_nowait() for BoundedStream and Queue. The read-ahead is served inline (as the for
+// loop's next does), the rest by take_next.
+static inline PyObject *
+do_get(StreamObject *self, int64_t timeout_ns)
+{
+    if (self->ahead_next < self->ahead_count) {   /* the hot path */
+        return ahead_deliver(self);
+    }
+    bps_status status;
+    PyObject *item = take_next(self, timeout_ns, &status);
+    if (item == NULL && status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return item;
+}
+
 #endif
