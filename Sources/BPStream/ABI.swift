@@ -18,7 +18,7 @@ import Musl
 typealias ItemStream = BoundedStream<UnsafeMutableRawPointer>
 
 @inline(__always)
-private func withStream(_ handle: OpaquePointer?, _ body: (ItemStream) -> bps_status) -> bps_status {
+func withStream(_ handle: OpaquePointer?, _ body: (ItemStream) -> bps_status) -> bps_status {
     guard let handle else { return BPS_INVALID_ARGUMENT }
     return Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(handle))._withUnsafeGuaranteedRef(body)
 }
@@ -48,7 +48,8 @@ struct CWaitObserver: WaitObserver {
     func didWait() { _ = hook?(context, BPS_WAIT_END) }
 }
 
-private func status(_ outcome: PutOutcome) -> bps_status {
+/// A put's outcome as the ABI's status (also used by AsyncWaitABI.swift).
+func status(_ outcome: PutOutcome) -> bps_status {
     switch outcome {
     case .stored: return BPS_OK
     case .shed: return BPS_SHED

@@ -71,24 +71,10 @@ public func abiWatchRelease(_ watch: OpaquePointer?) -> bps_status {
     return BPS_OK
 }
 
-private func withStreamHandle(_ handle: OpaquePointer?, _ body: (ItemStream) -> bps_status) -> bps_status {
-    guard let handle else { return BPS_INVALID_ARGUMENT }
-    return Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(handle))._withUnsafeGuaranteedRef(body)
-}
-
 @_cdecl("bps_stream_try_put")
 public func abiStreamTryPut(_ stream: OpaquePointer?, _ item: UnsafeMutableRawPointer?) -> bps_status {
     guard let item else { return BPS_INVALID_ARGUMENT }
-    return withStreamHandle(stream) { stream in
-        switch stream.tryPut(item) {
-        case .stored: return BPS_OK
-        case .shed: return BPS_SHED
-        case .full: return BPS_FULL
-        case .closed: return BPS_CLOSED
-        case .cancelled: return BPS_CANCELLED
-        case .noMemory: return BPS_NO_MEMORY
-        }
-    }
+    return withStream(stream) { stream in status(stream.tryPut(item)) }
 }
 
 @_cdecl("bps_stream_account_async_wait")
@@ -104,7 +90,7 @@ public func abiStreamAccountAsyncWait(
     case BPS_ASYNC_GET_WAITED: wait = .getWaited(nanoseconds: waitedNanoseconds)
     default: return BPS_INVALID_ARGUMENT
     }
-    return withStreamHandle(stream) { stream in
+    return withStream(stream) { stream in
         stream.account(wait)
         return BPS_OK
     }

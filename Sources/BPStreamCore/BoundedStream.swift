@@ -127,15 +127,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
         lock.lock()
-        absorbBeforePut(1, deciding: true)
-        if state.storeIfRoom(item) {  // the hot path
-            watches.itemsAppeared()
-            let wakeConsumer = state.waitingConsumers > 0
-            noteTransition()
-            unlock()
-            if wakeConsumer { notEmpty.signal() }
-            return .stored
-        }
+        if storeIfRoomThenUnlock(item) { return .stored }  // the hot path
         let action = state.put(item)
         if case .mustWait = action {
             return putWaiting(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
@@ -756,15 +748,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     @inlinable
     public func tryPut(_ item: Element) -> PutOutcome {
         lock.lock()
-        absorbBeforePut(1, deciding: true)
-        if state.storeIfRoom(item) {  // the hot path, as put's
-            watches.itemsAppeared()
-            let wakeConsumer = state.waitingConsumers > 0
-            noteTransition()
-            unlock()
-            if wakeConsumer { notEmpty.signal() }
-            return .stored
-        }
+        if storeIfRoomThenUnlock(item) { return .stored }  // the hot path
         let action = state.put(item)
         if case .mustWait = action {
             unlock()
@@ -801,7 +785,23 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// call per item. Valid for the stream's lifetime.
     public var deliveryCounter: UnsafeMutableRawPointer { UnsafeMutableRawPointer(deliveredMarks) }
 
-    /// Makes the depth exact before a put of up to `count` items where published deliveries
+    /// The hot path of every single put (lock held): with the depth made exact, stores
+    /// `item` if there is room, then unlocks and wakes a parked consumer, and returns true;
+    /// returns false, still locked and with nothing changed, when the stream is full or
+    /// closed (the caller's policy decides).
+    @inlinable @inline(__always)
+    func storeIfRoomThenUnlock(_ item: Element) -> Bool {
+        absorbBeforePut(1, deciding: true)
+        guard state.storeIfRoom(item) else { return false }
+        watches.itemsAppeared()
+        let wakeConsumer = state.waitingConsumers > 0
+        noteTransition()
+        unlock()
+        if wakeConsumer { notEmpty.signal() }
+        return true
+    }
+
+    /// Makes the depth exact before a put of up to `count` items    /// Makes the depth exact before a put of up to `count` items where published deliveries
     /// could change what the put observes (lock held). A put DECIDES (store, wait, shed,
     /// evict, reject) on exactly what a single lock over one FIFO would show: a delivered
     /// item's room is free for every put at once, so a put never waits, sheds or evicts

@@ -191,6 +191,12 @@ def _deadline(timeout) -> float | None:
 
 async def aget_wait(stream, timeout):
     """stream.aget() found nothing and may wait."""
+    return await _take_waiting(stream, stream.get_nowait, timeout)
+
+
+async def _take_waiting(stream, take, timeout):
+    """Waits for the stream to be readable, then retries take() (a non-blocking get, or
+    get_many), until it returns, the deadline passes (Empty) or the task is cancelled."""
     waiters = _waiters(stream)
     deadline = _deadline(timeout)
     started = time.monotonic()
@@ -199,7 +205,7 @@ async def aget_wait(stream, timeout):
     try:
         while True:
             try:
-                item = stream.get_nowait()
+                result = take()
             except _bpstream.Empty:
                 pass
             else:
@@ -208,7 +214,7 @@ async def aget_wait(stream, timeout):
                 waiters.rearm_for_next(waiters.getters, READABLE, ready=len(stream) > 0)
                 if take_due():
                     dispatch_due()
-                return item
+                return result
             if not await _wait_ready(waiters, waiters.getters, READABLE, deadline, front=woken):
                 raise _bpstream.Empty
             woken = True
@@ -283,25 +289,7 @@ async def aput_wait(stream, item, timeout):
 
 async def aget_many_wait(stream, max_items, timeout):
     """stream.aget_many() found nothing and may wait: for one item, then a batch."""
-    waiters = _waiters(stream)
-    deadline = _deadline(timeout)
-    started = time.monotonic()
-    stream._account(GET_WAITS, 0.0)
-    woken = False
-    try:
-        while True:
-            try:
-                items = stream.get_many(max_items, timeout=0)
-            except _bpstream.Empty:
-                pass
-            else:
-                waiters.rearm_for_next(waiters.getters, READABLE)
-                return items
-            if not await _wait_ready(waiters, waiters.getters, READABLE, deadline, front=woken):
-                raise _bpstream.Empty
-            woken = True
-    finally:
-        stream._account(GET_WAITED, time.monotonic() - started)
+    return await _take_waiting(stream, lambda: stream.get_many(max_items, timeout=0), timeout)
 
 
 async def aput_many(stream, iterable, timeout):
