@@ -238,6 +238,17 @@ typedef struct {
 /* Set by a notify on a waker's owner thread; read and cleared by _Waker.take_due(). */
 static _Thread_local int notified_here;
 
+/* Wakes the loop: writes the eventfd unless already signalled (a burst costs one write).
+ * Any thread, no GIL; see WAKE-UPS at the top for the ordering. */
+static void
+waker_core_signal(waker_core *core)
+{
+    if (!atomic_exchange(&core->signalled, 1)) {
+        uint64_t one = 1;
+        (void)!write(core->fd, &one, sizeof(one));
+    }
+}
+
 static void
 waker_core_release(waker_core *core)
 {
@@ -313,10 +324,7 @@ waker_drain(WakerObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 waker_signal(WakerObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!atomic_exchange(&self->core->signalled, 1)) {
-        uint64_t one = 1;
-        (void)!write(self->core->fd, &one, sizeof(one));
-    }
+    waker_core_signal(self->core);
     Py_RETURN_NONE;
 }
 
@@ -377,10 +385,7 @@ watch_notify(void *context, uint32_t events)
     if (pthread_equal(pthread_self(), ctx->core->owner)) {
         notified_here = 1;
     }
-    if (!atomic_exchange(&ctx->core->signalled, 1)) {
-        uint64_t one = 1;
-        (void)!write(ctx->core->fd, &one, sizeof(one));
-    }
+    waker_core_signal(ctx->core);
 }
 
 /* bps_context_release_fn: once the watch is released and no notify runs. */

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 import bpstream
+from support import COUNTERS
 
 POLICIES = ["block", "drop_oldest", "drop_newest", "reject", "drop_all"]
 # Around every read-ahead batch size: 1 and 3 (no read-ahead), 16 and 32 (batches of 1-8),
@@ -43,24 +44,7 @@ CAPACITIES = [1, 3, 16, 32, 100, 1100]
 # Every Stats field the model knows exactly. The rest: producer/consumer_wait_seconds (0.0
 # while nothing waited, checked below) and the rates (produced/consumed_per_second,
 # window_seconds), which depend on the clock.
-EXACT_FIELDS = (
-    "produced",
-    "consumed",
-    "dropped",
-    "dropped_shed",
-    "dropped_evicted",
-    "dropped_cleared",
-    "dropped_on_close",
-    "rejected",
-    "depth",
-    "peak_depth",
-    "capacity",
-    "backpressure_events",
-    "producer_waits",
-    "consumer_waits",
-    "unfinished_tasks",
-    "closed",
-)
+EXACT_FIELDS = COUNTERS + ("capacity", "closed")
 CLOCK_FIELDS = ("producer_wait_seconds", "consumer_wait_seconds",
                 "produced_per_second", "consumed_per_second", "window_seconds")
 
