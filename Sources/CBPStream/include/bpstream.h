@@ -496,6 +496,21 @@ bps_status bps_reader_start(bps_stream *stream, int fd, bps_framing framing,
  * goes on using the stream, so its consumers drain and stop instead of waiting forever. */
 bps_status bps_reader_stop(bps_reader *reader);
 
+/* ---------------------------------------------------------------------------
+ * Clocks and rate controllers (ABI 3): TokenBucket, SlidingWindow, AIMD.
+ * (Section owned by the rate-controller work; filled in below.)
+ * --------------------------------------------------------------------------- */
+
+/* ---------------------------------------------------------------------------
+ * Limiter (ABI 3): admission by work in progress and rate, atomically.
+ * (Section owned by the limiter work; filled in below.)
+ * --------------------------------------------------------------------------- */
+
+/* ---------------------------------------------------------------------------
+ * Flow control (ABI 3): watermark states, pacing by a rate controller.
+ * (Section owned by the flow-control work; filled in below.)
+ * --------------------------------------------------------------------------- */
+
 #ifdef __cplusplus
 }
 #endif
