@@ -27,6 +27,7 @@ from ._bpstream import (
     abi_version,
 )
 from ._bridges import from_aiter, from_iter
+from ._kanban import Kanban, KanbanStats, StageStats
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
@@ -58,12 +59,15 @@ __all__ = [
     "Closed",
     "Empty",
     "Full",
+    "Kanban",
+    "KanbanStats",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
     "ShutDown",
+    "StageStats",
     "Stats",
     "__version__",
     "abi_version",

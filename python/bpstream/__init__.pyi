@@ -15,6 +15,7 @@ from ._asyncqueue import (
     QueueFull as QueueFull,
 )
 from ._bridges import from_aiter as from_aiter, from_iter as from_iter
+from ._kanban import Kanban as Kanban, KanbanStats as KanbanStats, StageStats as StageStats
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -28,12 +29,15 @@ __all__ = [
     "Closed",
     "Empty",
     "Full",
+    "Kanban",
+    "KanbanStats",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
     "ShutDown",
+    "StageStats",
     "Stats",
     "__version__",
     "abi_version",
