@@ -1,361 +1,174 @@
-"""Overload demo: one fast producer, one slow consumer, five policies.
+"""bpstream's demonstration: every scenario in order, or one by name.
 
-    python -m bpstream.demo            # about 14 s
-    python -m bpstream.demo --quick    # about 3 s
+    python -m bpstream.demo                  # every scenario, in order
+    python -m bpstream.demo kanban           # one scenario
+    python -m bpstream.demo --list           # what there is
+    python -m bpstream.demo --quick          # every scenario, short runs
+    python -m bpstream.demo adaptive --plot adaptive.png   # a scenario that draws a plot
 
-The same scenario runs once per policy. A producer thread calls put() as fast
-as it can for a fixed time, stamping each item with the time it was made. A
-consumer thread takes items in batches and spends a fixed time "working" on
-each one, so it keeps up with only a tiny fraction of the offered load. While a
-run goes, a status line shows the stream's depth and its stats(); at the end a
-table compares the policies and checks the accounting identity
+Scenarios live in modules under ``bpstream._demos`` and are imported only when they run.
+``SCENARIOS`` maps a name to ``"module:function"``; a scenario whose module is not there (an
+optional part not built or not written yet) is skipped with a note. A scenario function
+takes whichever of these keyword arguments it declares: ``quick`` (bool), ``seconds``
+(float or None) and ``plot`` (a PNG path or None; only scenarios that declare it draw one).
+It returns None or True when its checks held, False when one failed. Live views use
+``bpstream._demos.live.LiveView`` (rich on a terminal, plain lines otherwise).
 
-    produced == consumed + dropped + depth
-
-on each stream's final stats. The "avg age" column is how old an item was when
-the consumer got it during the overload: it tells fresh-data policies from
-keep-the-backlog ones.
-
-Then an asyncio scenario: a native reader thread feeds a slow `async for` task through a
-`block` stream, with a heartbeat task on the same loop showing the loop stays free.
-
-On a terminal the status line refreshes in place; otherwise the demo prints
-plain lines only (no escape codes, no carriage returns). Exit status: 0 when
-every check holds, 1 when one fails, 130 on Ctrl-C.
+Exit status: 0 when every scenario that ran held its checks, 1 when one failed, 2 for a
+usage error, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
+import importlib
+import importlib.util
+import inspect
 import sys
-import threading
 import time
+import traceback
 from dataclasses import dataclass
+from typing import Callable
 
-import bpstream
-from bpstream import BoundedStream, Closed, Full
 
-POLICIES = ("block", "drop_oldest", "drop_newest", "reject", "drop_all")
+@dataclass(frozen=True)
+class Scenario:
+    target: str  # "module:function"
+    summary: str
 
-# What each policy is for: one line each, printed under the table.
-TAKEAWAYS = {
-    "block": "lossless backpressure: the producer is slowed to the consumer's pace. "
-    "For work that must not be lost (jobs, writes, file chunks).",
-    "drop_oldest": "keeps the newest items, evicting stale ones. "
-    "For latest-value feeds (sensor readings, prices, UI state).",
-    "drop_newest": "keeps the backlog in order and sheds new arrivals (put() returns False). "
-    "For event/log streams where overload may lose the tail.",
-    "reject": "fails fast: put() raises Full and the caller decides (retry, 503, fall back). "
-    "For admission control with an explicit signal.",
-    "drop_all": "clears the whole backlog when full and starts again from the newest item. "
-    "For streams where a backlog is obsolete as a whole (jump to live).",
+    @property
+    def module(self) -> str:
+        return self.target.partition(":")[0]
+
+    def available(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    def load(self) -> Callable | None:
+        """The scenario function, or None when its module (or the function) is not there.
+        An import error inside an existing module is a bug and propagates."""
+        module_name, _, function = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return getattr(module, function, None)
+
+
+# In the order `python -m bpstream.demo` runs them.
+SCENARIOS: dict[str, Scenario] = {
+    "overload": Scenario(
+        "bpstream._demos.overload:policies",
+        "one fast producer, one slow consumer, the five policies compared",
+    ),
+    "asyncio": Scenario(
+        "bpstream._demos.overload:native_reader_async",
+        "a native reader thread feeding a slow `async for` task; the loop stays free",
+    ),
+    "policy-illustration": Scenario(
+        "bpstream._demos.pipelines:policy_illustration",
+        "buffer 4, ids 0..7 pushed then drained: what drop_newest and drop_oldest keep",
+    ),
+    "overload-stress": Scenario(
+        "bpstream._demos.pipelines:overload_stress",
+        "a 4,000-item burst into 4 slow workers; conservation checked per policy",
+    ),
+    "kanban": Scenario(
+        "bpstream._demos.kanban:kanban",
+        "a kanban board live: stages with WIP limits filling and emptying as workers pull",
+    ),
 }
 
-CAPACITY = 256
-BATCH = 32  # the consumer takes up to this many items per get_many()
-WORK_PER_ITEM = 0.0005  # seconds of simulated work per consumed item (~2,000 items/s)
-REFRESH = 0.1  # seconds between live status refreshes
-BAR_WIDTH = 12
+
+def _accepts(function: Callable, name: str) -> bool:
+    params = inspect.signature(function).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-@dataclass
-class Run:
-    """One policy's run: the final stats plus what the two threads saw."""
-
-    policy: str
-    stats: bpstream.Stats
-    offered: int  # put() calls the producer made
-    caught_full: int  # Full exceptions the producer caught
-    taken: int  # items the consumer received
-    aged: int  # of those, items received while the producer still ran
-    age_sum: float  # sum over aged items of (time received - time made)
-    snapshot_faults: int  # live snapshots where the identity did not hold
-
-    @property
-    def identity_holds(self) -> bool:
-        s = self.stats
-        return s.produced == s.consumed + s.dropped + s.depth and self.snapshot_faults == 0
-
-    @property
-    def counts_agree(self) -> bool:
-        # What the threads counted must match what the stream counted.
-        s = self.stats
-        return (
-            self.caught_full == s.rejected
-            and self.offered == s.produced + s.rejected
-            and self.taken == s.consumed
-        )
-
-
-def identity(s: bpstream.Stats) -> bool:
-    return s.produced == s.consumed + s.dropped + s.depth
-
-
-def producer(stream: BoundedStream, deadline: float, out: dict) -> None:
-    put = stream.put
-    clock = time.perf_counter
-    offered = caught = 0
+def _matplotlib_missing() -> bool:
     try:
-        while True:
-            now = clock()
-            if now >= deadline:
-                break
-            offered += 1
-            try:
-                put(now)  # the item is its own birth time
-            except Full:
-                caught += 1  # reject: the caller owns the overload decision
-    except Closed:
-        offered -= 1  # interrupted (Ctrl-C path): that put never happened
-    out["offered"] = offered
-    out["caught_full"] = caught
+        return importlib.util.find_spec("matplotlib") is None
+    except ValueError:
+        return True
 
 
-def consumer(stream: BoundedStream, deadline: float, out: dict) -> None:
-    get_many = stream.get_many
-    clock = time.perf_counter
-    sleep = time.sleep
-    taken = aged = 0
-    age_sum = 0.0
-    while True:
-        try:
-            batch = get_many(BATCH)
-        except Closed:
-            break
-        n = len(batch)
-        now = clock()
-        if now < deadline:  # ages under overload only, not while draining after it
-            age_sum += n * now - sum(batch)
-            aged += n
-        taken += n
-        sleep(WORK_PER_ITEM * n)
-    out.update(taken=taken, aged=aged, age_sum=age_sum)
-
-
-def compact(n: float) -> str:
-    """12,345 / 123.4k / 12.35M: keeps the live line short."""
-    if n < 100_000:
-        return f"{n:,.0f}"
-    if n < 1_000_000:
-        return f"{n / 1e3:.1f}k"
-    return f"{n / 1e6:.2f}M"
-
-
-def status_line(policy: str, s: bpstream.Stats) -> str:
-    filled = round(BAR_WIDTH * s.depth / CAPACITY)
-    bar = "#" * filled + "." * (BAR_WIDTH - filled)
-    if s.rejected:
-        lost = f"rejected {compact(s.rejected):>6}"
-    else:
-        lost = f"dropped {compact(s.dropped):>7}"
-    return (
-        f"{policy:<11} [{bar}] {s.depth:>3}/{CAPACITY}  produced {compact(s.produced):>6}"
-        f"  consumed {compact(s.consumed):>5}  {lost}"
-        f"  in {compact(s.produced_per_second):>6}/s  out {compact(s.consumed_per_second):>5}/s"
-    )
-
-
-def run_policy(policy: str, seconds: float, live: bool) -> Run:
-    stream = BoundedStream(CAPACITY, policy=policy)
-    p_out: dict = {}
-    c_out: dict = {}
-    deadline = time.perf_counter() + seconds
-    threads = [
-        threading.Thread(target=consumer, args=(stream, deadline, c_out), daemon=True),
-        threading.Thread(target=producer, args=(stream, deadline, p_out), daemon=True),
-    ]
-    faults = 0
-    width = shutil.get_terminal_size().columns - 1
+def run_scenario(name: str, function: Callable, options: dict) -> bool:
+    kwargs = {k: v for k, v in options.items() if v is not None and _accepts(function, k)}
+    started = time.monotonic()
     try:
-        for t in threads:
-            t.start()
-        prod = threads[1]
-        while True:
-            prod.join(REFRESH)
-            s = stream.stats()
-            faults += not identity(s)
-            if not prod.is_alive():
-                break
-            if live:
-                sys.stdout.write("\r" + status_line(policy, s)[:width] + "\x1b[K")
-                sys.stdout.flush()
-        # The status line keeps the state at the end of the overload (a full
-        # stream, rates); the table uses the stats after the consumer drained.
-        line = status_line(policy, s)
-        stream.close()  # the consumer drains what is left, then sees Closed
-        threads[0].join()
+        result = function(**kwargs)
     except KeyboardInterrupt:
-        stream.close(immediate=True)  # wakes both threads
         raise
-    final = stream.stats()
-    print(("\r" + line[:width] + "\x1b[K") if live else line, flush=True)
-    return Run(
-        policy=policy,
-        stats=final,
-        offered=p_out["offered"],
-        caught_full=p_out["caught_full"],
-        taken=c_out["taken"],
-        aged=c_out["aged"],
-        age_sum=c_out["age_sum"],
-        snapshot_faults=faults,
-    )
-
-
-def format_age(seconds: float) -> str:
-    ms = seconds * 1000.0
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-
-
-def print_table(runs: list[Run]) -> None:
-    headers = ("policy", "produced", "consumed", "dropped", "rejected", "peak depth",
-               "avg age", "identity holds")
-    rows = []
-    for r in runs:
-        s = r.stats
-        age = format_age(r.age_sum / r.aged) if r.aged else "-"
-        ok = "yes" if r.identity_holds else "NO"
-        rows.append((r.policy, f"{s.produced:,}", f"{s.consumed:,}", f"{s.dropped:,}",
-                     f"{s.rejected:,}", f"{s.peak_depth:,}", age, ok))
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-
-    def fmt(cells) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
-        return "  ".join((first, *rest))
-
-    print(fmt(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(fmt(row))
+    except Exception:
+        traceback.print_exc()
+        result = False
+    ok = result is None or result is True or result == 0 and not isinstance(result, bool)
+    print(f"-- {name}: {'ok' if ok else 'CHECK FAILED'} ({time.monotonic() - started:.1f} s)",
+          flush=True)
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bpstream.demo",
-        description="Run one overload scenario through every bpstream policy.",
+        description="bpstream's scenarios: every one in order, or the one named.",
     )
-    parser.add_argument("--quick", action="store_true", help="short run (about 2 s)")
+    parser.add_argument("name", nargs="?", help="run only this scenario (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--quick", action="store_true", help="short runs")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="producer time per policy (default 2.0, or 0.3 with --quick)")
+                        help="run time for scenarios that take one (overload: per policy)")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="draw a plot (needs matplotlib) for the scenario that supports it")
     args = parser.parse_args(argv)
-    seconds = args.seconds if args.seconds is not None else (0.3 if args.quick else 2.0)
-    if not 0 < seconds <= 5:
+
+    if args.list:
+        width = max(map(len, SCENARIOS))
+        for name, scenario in SCENARIOS.items():
+            note = "" if scenario.available() else "  (not available in this build)"
+            print(f"{name:<{width}}  {scenario.summary}{note}")
+        return 0
+    if args.name is not None and args.name not in SCENARIOS:
+        parser.error(f"no scenario {args.name!r}; choose from: {', '.join(SCENARIOS)}")
+    if args.seconds is not None and not 0 < args.seconds <= 5:
         parser.error("--seconds must be in (0, 5]")
+    if args.plot is not None and _matplotlib_missing():
+        print("--plot needs matplotlib, which is not installed here: "
+              f"`{sys.executable} -m pip install matplotlib`, or run without --plot.",
+              file=sys.stderr)
+        return 2
 
-    live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
-    print(f"bpstream {bpstream.__version__} overload demo: capacity {CAPACITY}")
-    print(f"  producer: 1 thread, put() as fast as it can for {seconds:g} s per policy")
-    print(f"  consumer: 1 thread, get_many({BATCH}) then {WORK_PER_ITEM * 1e3:g} ms of work "
-          f"per item (at most ~{1 / WORK_PER_ITEM:,.0f} items/s)")
-    print()
-    runs = []
+    names = [args.name] if args.name is not None else list(SCENARIOS)
+    options = {"quick": args.quick or None, "seconds": args.seconds, "plot": args.plot}
+    failed: list[str] = []
+    plotted = False
     try:
-        for policy in POLICIES:
-            runs.append(run_policy(policy, seconds, live))
+        for index, name in enumerate(names):
+            function = SCENARIOS[name].load()
+            if function is None:
+                print(f"-- {name}: skipped ({SCENARIOS[name].target} is not available in this build)")
+                continue
+            if args.plot is not None and args.name is not None and not _accepts(function, "plot"):
+                print(f"scenario {name!r} draws no plot; leave out --plot", file=sys.stderr)
+                return 2
+            plotted |= args.plot is not None and _accepts(function, "plot")
+            if len(names) > 1:
+                print(f"{chr(10) if index else ''}== {name}: {SCENARIOS[name].summary}", flush=True)
+            if not run_scenario(name, function, options):
+                failed.append(name)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-
-    print()
-    print_table(runs)
-    print()
-    print("identity holds: produced == consumed + dropped + depth on the final stats() "
-          "(and on every live snapshot)")
-    print("avg age: time from put() to the consumer receiving the item, under overload")
-    print()
-    for r in runs:
-        print(f"{r.policy:<11} {TAKEAWAYS[r.policy]}")
-
-    print()
-    try:
-        async_ok = run_async_scenario(max(seconds / 2, 1.0), live)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    if not async_ok:
-        return 1
-
-    failed = [r.policy for r in runs if not (r.identity_holds and r.counts_agree)]
+    if args.plot is not None and not plotted:
+        print(f"note: no scenario that ran draws a plot; {args.plot} was not written")
     if failed:
-        print()
-        for r in runs:
-            if r.policy in failed:
-                print(f"CHECK FAILED for {r.policy}: stats={tuple(r.stats)} offered={r.offered} "
-                      f"caught_full={r.caught_full} taken={r.taken} "
-                      f"snapshot_faults={r.snapshot_faults}", file=sys.stderr)
+        print(f"\nchecks failed in: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def run_async_scenario(seconds: float, live: bool) -> bool:
-    """asyncio: a native reader thread (no GIL) reads a pipe that a writer floods, into a
-    `block` stream an asyncio task consumes with `async for`, slowly. The reader is held
-    back by the task (and the writer by the full pipe); the loop stays free meanwhile (a
-    heartbeat task ticks beside the consumer). Returns whether every check held."""
-    import asyncio
-
-    read_fd, write_fd = os.pipe()
-    stop = threading.Event()
-
-    def writer() -> None:
-        line = b"x" * 63 + b"\n"
-        block = line * 256
-        try:
-            while not stop.is_set():
-                os.write(write_fd, block)
-        except OSError:
-            pass  # the reader's side went away
-        finally:
-            os.close(write_fd)
-
-    async def main() -> tuple[int, int, bpstream.Stats]:
-        stream = bpstream.read_lines(read_fd, capacity=64)
-        ticks = 0
-
-        async def heartbeat() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        beat = asyncio.create_task(heartbeat())
-        consumed = 0
-        deadline = time.monotonic() + seconds
-        next_status = 0.0
-        async with stream:
-            async for _line in stream:
-                consumed += 1
-                await asyncio.sleep(WORK_PER_ITEM)  # the slow consumer's work, awaited
-                now = time.monotonic()
-                if now >= next_status:
-                    s = stream.stats()
-                    text = (f"  async   depth {s.depth:>3}/64  consumed {compact(s.consumed):>6}  "
-                            f"reader waits {compact(s.producer_waits):>5}  heartbeats {ticks}")
-                    print(("\r" + text) if live else text, end="" if live else "\n", flush=True)
-                    next_status = now + (0.1 if live else 0.5)
-                if now >= deadline:
-                    break
-        beat.cancel()
-        return consumed, ticks, stream.stats()
-
-    print("asyncio: a native reader -> a slow `async for` task, with a heartbeat task beside it")
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    try:
-        consumed, ticks, final = asyncio.run(main())
-    finally:
-        stop.set()
-        os.close(read_fd)
-    if live:
-        print()
-    ok = identity(final) and final.producer_waits > 0 and ticks > 0 and consumed > 0
-    print(f"  consumed {consumed:,} lines; the reader waited {final.producer_waits:,} times "
-          f"for the task (never more than 64 lines buffered: peak {final.peak_depth}); "
-          f"the loop ran {ticks} heartbeats meanwhile; identity "
-          f"{'holds' if identity(final) else 'BROKEN'}")
-    return ok
 
 
 if __name__ == "__main__":
