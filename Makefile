@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test swift-test python-test tsan bench examples install clean
 
 demo: install
-	$(VPY) -m pip install --quiet --disable-pip-version-check rich  # live views on a terminal (optional)
+	-$(VPY) -m pip install --quiet --disable-pip-version-check rich  # live views on a terminal; optional: offline, the demo prints plain lines
 	$(VPY) -m bpstream.demo
 
 test: swift-test python-test tsan

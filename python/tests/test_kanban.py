@@ -19,7 +19,6 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import bpstream
 from bpstream import Kanban
 from support import WAKE_WITHIN, Child
 
@@ -515,7 +514,6 @@ def test_many_tasks_and_threads_pull_everything_through():
 
 CHILD = """
 import sys, time
-import bpstream
 
 board = bpstream.Kanban({"ready": 1, "doing": 1})
 board.add_many(["a", "b"])
