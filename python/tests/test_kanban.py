@@ -514,6 +514,7 @@ def test_many_tasks_and_threads_pull_everything_through():
 
 CHILD = """
 import sys, time
+import bpstream
 
 board = bpstream.Kanban({"ready": 1, "doing": 1})
 board.add_many(["a", "b"])
