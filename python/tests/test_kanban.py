@@ -322,6 +322,41 @@ def test_slots_freed_together_go_to_as_many_waiters_in_arrival_order():
     assert results == {i: True for i in range(3, 12)}
 
 
+def test_each_freed_slot_wakes_exactly_one_waiter(monkeypatch):
+    # White-box: count the wake-ups sent to waiting pulls and the waits that returned. With
+    # ten waiters and ten slots freed one by one, a herd (or a wake-up lost and made up by a
+    # timeout) would show as more of either than ten.
+    board = board_with({"ready": 1, "doing": 20}, items=range(11))
+    board.pull(0)
+    counts = {"notify": 0, "woke": 0}
+
+    class CountingCondition(threading.Condition):
+        def notify(self, n=1):
+            if self._lock is board._lock:
+                counts["notify"] += 1
+            super().notify(n)
+
+        def wait(self, timeout=None):
+            try:
+                return super().wait(timeout)
+            finally:
+                if self._lock is board._lock:
+                    counts["woke"] += 1
+
+    monkeypatch.setattr(threading, "Condition", CountingCondition)
+    threads = []
+    for i in range(1, 11):
+        threads.append(start(board.pull, i, 30.0))
+        wait_until(lambda i=i: board.stats().stages["ready"].waiting == i)
+    for head in range(0, 10):
+        wait_until(lambda head=head: board.items("ready") == [head])
+        board.pull(head)
+    for t in threads:
+        t.join(WAKE_WITHIN)
+    assert board.items("ready") == [10]
+    assert counts == {"notify": 10, "woke": 10}
+
+
 def test_a_cascade_of_waiters_moves_down_the_board():
     # Every stage full and a waiter for each: finishing one item lets each waiter move.
     board = board_with({"a": 1, "b": 1, "c": 1}, items=["x", "y", "z", "w"])
