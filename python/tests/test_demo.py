@@ -175,3 +175,23 @@ def test_rich_mode_draws_the_values():
         view.update(depth=3, capacity=4, drops=7, rate=2.0, flow="PAUSED")
     text = out.getvalue()
     assert "rich demo" in text and "3/4" in text and "PAUSED" in text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_ends_the_demo_promptly_with_130():
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpstream.demo", "kanban"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("board:")  # the scenario is running
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "-- kanban: ok" not in out
