@@ -110,7 +110,9 @@ class Kanban:
     ``ValueError``.
 
     ``clock``: what stats() times with: a callable returning seconds, or an object with a
-    ``now()`` method (``bpstream.ManualClock``); ``time.monotonic`` by default.
+    ``now()`` method (``bpstream.ManualClock``); ``time.monotonic`` by default. It is read
+    under the board's lock, so it must not call back into the board. Timeouts of ``pull``
+    and ``apull`` always run on real time (``time.monotonic``).
     """
 
     def __init__(self, stages: Mapping[str, int], *, clock: Any = None) -> None:
@@ -246,9 +248,10 @@ class Kanban:
         with self._lock:
             if item in self._where:
                 raise ValueError(f"{item!r} is already on the board ({self._names[self._where[item]]})")
+            now = self._now()
             self._where[item] = 0
             self._places[0][item] = None
-            self._since[item] = self._now()
+            self._since[item] = now
             self._entered[0] += 1
             self._added += 1
 
@@ -291,8 +294,8 @@ class Kanban:
             try:
                 while True:
                     if self._is_head_with_room(waiter):
-                        self._dequeue(waiter, wake=False)
                         self._move(item, target)
+                        self._dequeue(waiter, wake=False)
                         self._wake_head(target)  # room left after this move: the next may go
                         return True
                     if deadline is None:
@@ -339,8 +342,8 @@ class Kanban:
                 with self._lock:
                     waiter.notified = False
                     if self._is_head_with_room(waiter):
-                        self._dequeue(waiter, wake=False)
                         self._move(item, target)
+                        self._dequeue(waiter, wake=False)
                         self._wake_head(target)  # room left after this move: the next may go
                         return True
                     if deadline is not None and deadline <= time.monotonic():
@@ -402,7 +405,7 @@ class Kanban:
 
     def _move(self, item, target: int) -> None:
         source = target - 1
-        now = self._now()
+        now = self._now()  # first: a clock that raises leaves the board as it was
         del self._places[source][item]
         self._left[source] += 1
         self._time_in[source] += max(now - self._since[item], 0.0)

@@ -264,6 +264,26 @@ def test_clock_may_be_an_object_with_now():
         Kanban({"ready": 1}, clock=42)
 
 
+def test_a_clock_that_raises_leaves_the_board_as_it_was():
+    broken = {"now": False}
+
+    def clock():
+        if broken["now"]:
+            raise RuntimeError("clock broke")
+        return 0.0
+
+    board = Kanban({"ready": 1}, clock=clock)
+    board.add("a")
+    broken["now"] = True
+    with pytest.raises(RuntimeError):
+        board.add("b")
+    with pytest.raises(RuntimeError):
+        board.pull("a")
+    assert "b" not in board and board.items("backlog") == ["a"] and board.count("ready") == 0
+    broken["now"] = False
+    assert board.pull("a", timeout=0) and board.items("ready") == ["a"]
+
+
 # ------------------------------------------------------------------ waiting, fairness
 
 
