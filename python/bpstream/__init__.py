@@ -11,6 +11,7 @@ thread; other extensions feed streams from their own threads through the C API
 (``get_include()`` finds its header, ``bpstream_capi.h``). ``from_aiter`` and ``from_iter``
 bridge sync and async code: one thread drives an async (or blocking) iterable into a stream
 the other side consumes.
+``Kanban`` is a pull-only board of stages with work-in-progress limits (threads and asyncio).
 """
 
 import os as _os
