@@ -84,6 +84,10 @@ def crashing():
     raise RuntimeError("scenario bug")
 
 
+def plotting(plot=None):
+    CALLS.append({"plot": plot})
+
+
 @pytest.fixture
 def registry(monkeypatch):
     here = __name__
@@ -92,6 +96,7 @@ def registry(monkeypatch):
         "missing": demo.Scenario("bpstream._demos.not_written_yet:scenario", "a module not there"),
         "failing": demo.Scenario(f"{here}:failing", "returns False"),
         "crashing": demo.Scenario(f"{here}:crashing", "raises"),
+        "plotting": demo.Scenario(f"{here}:plotting", "draws a plot"),
     }
     monkeypatch.setattr(demo, "SCENARIOS", scenarios)
     CALLS.clear()
@@ -108,7 +113,7 @@ def test_every_scenario_runs_in_order_missing_ones_skipped_and_failures_reported
     assert "RuntimeError: scenario bug" in err
     assert "checks failed in: failing, crashing" in err
     # Each function got only the options it declares (**options takes them all).
-    assert CALLS == [{"quick": True}, {"quick": True, "seconds": 1.0}]
+    assert CALLS == [{"quick": True}, {"quick": True, "seconds": 1.0}, {"plot": None}]
     assert out.index("== passing") < out.index("== failing") < out.index("== crashing")
 
 
@@ -117,6 +122,18 @@ def test_a_passing_scenario_alone_exits_zero(registry, capsys):
     assert CALLS == [{"quick": False}]
     assert demo.main(["missing"]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_plot_goes_to_the_scenarios_that_declare_it(registry, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "_matplotlib_missing", lambda: False)
+    assert demo.main(["plotting", "--plot", "out.png"]) == 0
+    assert CALLS == [{"plot": "out.png"}]
+    assert demo.main(["passing", "--plot", "out.png"]) == 2
+    assert "draws no plot" in capsys.readouterr().err
+    monkeypatch.setattr(demo, "_matplotlib_missing", lambda: True)
+    assert demo.main(["plotting", "--plot", "out.png"]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert CALLS == [{"plot": "out.png"}]
 
 
 def test_list_marks_scenarios_whose_module_is_not_there(registry, capsys):
