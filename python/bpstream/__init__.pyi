@@ -14,7 +14,11 @@ from ._asyncqueue import (
     QueueEmpty as QueueEmpty,
     QueueFull as QueueFull,
 )
+from ._afanout import AsyncFanOut as AsyncFanOut
 from ._bridges import from_aiter as from_aiter, from_iter as from_iter
+from ._fanout import FanOut as FanOut
+from ._pipeline import Pipeline as Pipeline, Stage as Stage
+from ._shutdown import ShutdownReport as ShutdownReport
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -23,17 +27,22 @@ ShutDown = Closed
 
 __version__: str
 __all__ = [
+    "AsyncFanOut",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
+    "FanOut",
     "Full",
+    "Pipeline",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
     "ShutDown",
+    "ShutdownReport",
+    "Stage",
     "Stats",
     "__version__",
     "abi_version",
