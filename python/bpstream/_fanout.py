@@ -55,7 +55,7 @@ class FanOut(ThreadFront):
         if not callable(worker):
             raise TypeError(f"worker must be callable, not {type(worker).__name__}")
         label = name if name is not None else f"FanOut({getattr(worker, '__name__', 'worker')})"
-        self._setup([(worker, workers, capacity, policy, label)], fail_fast, str(label))
+        self._setup([(worker, workers, capacity, policy, label)], fail_fast, str(label), staged=False)
         self._finalizer = weakref.finalize(self, self._run.release)
 
     @property

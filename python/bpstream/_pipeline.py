@@ -72,7 +72,7 @@ class Pipeline(ThreadFront):
             stage_name = stage.name or getattr(stage.fn, "__name__", None) or f"stage{index}"
             specs.append((stage.fn, stage.workers, stage.capacity, stage.policy, str(stage_name)))
         self._stage_specs = tuple(stages)
-        self._setup(specs, fail_fast, str(name) if name is not None else "Pipeline")
+        self._setup(specs, fail_fast, str(name) if name is not None else "Pipeline", staged=True)
         self._finalizer = weakref.finalize(self, self._run.release)
 
     @property

@@ -114,9 +114,11 @@ class _Stage:
 class _Run:
     """Stages of threads and the one shutdown that ends them (see the module docstring)."""
 
-    def __init__(self, specs, *, fail_fast, label):
-        # specs: (fn, workers, capacity, policy, name) per stage, in order.
+    def __init__(self, specs, *, fail_fast, label, staged):
+        # specs: (fn, workers, capacity, policy, name) per stage, in order. staged: the
+        # report lists the stages (a Pipeline, even of one stage), else it is the one stage.
         self.label = label
+        self.staged = staged
         self.fail_fast = bool(fail_fast)
         self.stages = [_Stage(*spec) for spec in specs]
         self.cond = threading.Condition()
@@ -144,7 +146,7 @@ class _Run:
         thread = threading.Thread(
             target=self._work,
             args=(index, stage.counts[slot]),
-            name=f"{self.label}-{slot}" if len(self.stages) == 1 else f"{self.label}:{stage.name}-{slot}",
+            name=f"{self.label}:{stage.name}-{slot}" if self.staged else f"{self.label}-{slot}",
             daemon=True,  # an abandoned worker must not keep the interpreter from exiting
         )
         with self.cond:
@@ -354,7 +356,7 @@ class _Run:
                     errors=tuple(stage.errors),
                 )
             )
-        if len(reports) == 1:
+        if not self.staged:
             only = reports[0]
             return ShutdownReport(**{**only.__dict__, "name": self.label, "errors": errors})
         return ShutdownReport(
@@ -381,8 +383,8 @@ class ThreadFront:
 
     _run: _Run
 
-    def _setup(self, specs, fail_fast, label):
-        self._run = _Run(specs, fail_fast=fail_fast, label=label)
+    def _setup(self, specs, fail_fast, label, staged):
+        self._run = _Run(specs, fail_fast=fail_fast, label=label, staged=staged)
         first = self._run.stages[0].stream
         self._stream = first
         self._put = first.put
