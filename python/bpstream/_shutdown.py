@@ -109,7 +109,7 @@ class ShutdownReport:
     def __str__(self) -> str:
         verdict = "balanced" if self.balanced else "NOT BALANCED"
         head = (
-            f"shutdown {self.reason} after {self.elapsed:.3f} s"
+            f"shutdown {self.reason} in {self.elapsed:.3f} s"
             f"{' (deadline hit)' if self.deadline_hit else ''}: {verdict}"
         )
         lines = [head, self.table()]
