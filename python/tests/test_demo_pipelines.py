@@ -1,6 +1,5 @@
 """The fan-out demo scenarios (bpstream._demos.pipelines) say what the issue promises."""
 
-import os
 import subprocess
 import sys
 

@@ -311,6 +311,7 @@ def test_conservation_under_random_failures_and_deadlines(seed):
     fan = bpstream.FanOut(work, workers=workers, capacity=capacity, policy=policy, name=name)
     submitted = sum(1 for i in range(items) if fan.submit(i) in (True, False))
     report = fan.shutdown(deadline=deadline, cancel_pending=cancel)
+    assert len(worker_threads(name)) <= report.aborted  # no thread left but the abandoned
     assert report.balanced, report
     assert report.produced == submitted == items
     assert report.workers == workers and report.joined + report.aborted == workers

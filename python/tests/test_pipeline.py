@@ -183,6 +183,7 @@ def test_pipeline_conservation_under_random_failures_and_deadlines(seed):
     items = rng.randint(0, 300)
     pipe.feed(range(items))
     report = pipe.shutdown(deadline=rng.choice([None, 0, 0.01, 0.1]), cancel_pending=rng.random() < 0.3)
+    assert len(pipeline_threads(name)) <= report.aborted  # no thread left but the abandoned
     assert report.produced == items
     assert_stage_chain(report)
     wait_until(lambda: not pipeline_threads(name))
