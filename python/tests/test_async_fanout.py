@@ -213,3 +213,39 @@ def test_unused_fanout_shuts_down_cleanly():
         assert others() == set()
 
     run(scenario())
+
+
+def test_ctrl_c_under_asyncio_run_aborts_the_fanout():
+    # asyncio.run answers SIGINT by cancelling the main task: the `async with` exits with
+    # CancelledError, aborts at once, and asyncio.run raises KeyboardInterrupt.
+    import signal
+
+    from support import WAKE_WITHIN, Child
+
+    child = Child(
+        """
+        import asyncio, bpstream
+        box = {}
+
+        async def work(x):
+            await asyncio.sleep(30)
+
+        async def main():
+            async with bpstream.AsyncFanOut(work, workers=2, capacity=10) as fan:
+                box["fan"] = fan
+                await fan.feed(range(6))
+                print("ready", flush=True)
+                await asyncio.sleep(30)
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            r = box["fan"].report
+            print(f"report {r.reason} {r.balanced} {r.aborted} {r.abandoned} {r.discarded}", flush=True)
+        """
+    )
+    child.wait_for_line("ready")
+    child.proc.send_signal(signal.SIGINT)
+    child.wait_for_line("report interrupted True 2 2 4")
+    child.wait(WAKE_WITHIN)
+    assert child.proc.returncode == 0, child.describe()
