@@ -12,7 +12,6 @@ back, and parse holds back feed(): memory stays bounded however many lines come 
 
 import time
 
-import bpstream
 from bpstream import Pipeline, Stage
 
 COUNTRIES = ("fr", "jp", "br", "ke", "ca")
