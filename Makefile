@@ -38,6 +38,7 @@ bench: install
 	$(VPY) python/benchmarks/bench.py
 	$(VPY) python/benchmarks/bench_native.py
 	$(VPY) python/benchmarks/bench_async.py
+	$(VPY) python/benchmarks/bench_fanout.py
 
 # The example native producer (a C extension using bpstream's C API capsule).
 examples: install

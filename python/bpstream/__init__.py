@@ -29,12 +29,16 @@ from ._bpstream import (
 )
 from ._bridges import from_aiter, from_iter
 from ._kanban import Kanban, KanbanStats, StageStats
+from ._fanout import FanOut
+from ._pipeline import Pipeline, Stage
+from ._shutdown import ShutdownReport
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
 ShutDown = Closed
 
 _ASYNCIO_NAMES = ("AsyncQueue", "QueueEmpty", "QueueFull")
+_ASYNC_FANOUT_NAMES = ("AsyncFanOut",)
 
 
 def __getattr__(name):
@@ -43,6 +47,10 @@ def __getattr__(name):
         from . import _asyncqueue
 
         return getattr(_asyncqueue, name)
+    if name in _ASYNC_FANOUT_NAMES:
+        from . import _afanout
+
+        return getattr(_afanout, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
@@ -55,13 +63,16 @@ def get_include() -> str:
 
 
 __all__ = [
+    "AsyncFanOut",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
+    "FanOut",
     "Full",
     "Kanban",
     "KanbanStats",
+    "Pipeline",
     "Policy",
     "ProducerError",
     "Queue",
@@ -69,6 +80,8 @@ __all__ = [
     "QueueFull",
     "ShutDown",
     "StageStats",
+    "ShutdownReport",
+    "Stage",
     "Stats",
     "__version__",
     "abi_version",

@@ -14,8 +14,12 @@ from ._asyncqueue import (
     QueueEmpty as QueueEmpty,
     QueueFull as QueueFull,
 )
+from ._afanout import AsyncFanOut as AsyncFanOut
 from ._bridges import from_aiter as from_aiter, from_iter as from_iter
 from ._kanban import Kanban as Kanban, KanbanStats as KanbanStats, StageStats as StageStats
+from ._fanout import FanOut as FanOut
+from ._pipeline import Pipeline as Pipeline, Stage as Stage
+from ._shutdown import ShutdownReport as ShutdownReport
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -24,13 +28,16 @@ ShutDown = Closed
 
 __version__: str
 __all__ = [
+    "AsyncFanOut",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
+    "FanOut",
     "Full",
     "Kanban",
     "KanbanStats",
+    "Pipeline",
     "Policy",
     "ProducerError",
     "Queue",
@@ -38,6 +45,8 @@ __all__ = [
     "QueueFull",
     "ShutDown",
     "StageStats",
+    "ShutdownReport",
+    "Stage",
     "Stats",
     "__version__",
     "abi_version",

@@ -208,6 +208,11 @@ async def _take_waiting(stream, take, timeout):
                 result = take()
             except _bpstream.Empty:
                 pass
+            except Exception:
+                # Closed (and drained), or the producer's error: the next getter may have
+                # been left waiting on a watch this call's arm() consumed. Pass it on.
+                waiters.wake_next(waiters.getters)
+                raise
             else:
                 # len() counts the read-ahead too: a batch taken by this get may hold the
                 # items the next waiter needs, out of the core buffer's (and arm's) sight.
@@ -276,6 +281,9 @@ async def aput_wait(stream, item, timeout):
                     stored = stream._try_put(item)
                 except _bpstream.Full:
                     pass
+                except Exception:
+                    waiters.wake_next(waiters.putters)  # Closed: as in _take_waiting
+                    raise
                 else:
                     waiters.rearm_for_next(waiters.putters, WRITABLE)
                     return stored
