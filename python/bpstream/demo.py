@@ -70,11 +70,11 @@ SCENARIOS: dict[str, Scenario] = {
         "a native reader thread feeding a slow `async for` task; the loop stays free",
     ),
     "policy-illustration": Scenario(
-        "bpstream._demos.pipelines:policy_illustration",
+        "bpstream._demos.pipelines:illustration_scenario",
         "buffer 4, ids 0..7 pushed then drained: what drop_newest and drop_oldest keep",
     ),
     "overload-stress": Scenario(
-        "bpstream._demos.pipelines:overload_stress",
+        "bpstream._demos.pipelines:stress_scenario",
         "a 4,000-item burst into 4 slow workers; conservation checked per policy",
     ),
     "kanban": Scenario(

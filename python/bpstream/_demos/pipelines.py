@@ -89,6 +89,17 @@ def overload_stress(
     return reports
 
 
+def illustration_scenario() -> bool:
+    """`python -m bpstream.demo policy-illustration`: True when each policy kept what it should."""
+    kept = policy_illustration()
+    return kept == {"drop_newest": [0, 1, 2, 3], "drop_oldest": [4, 5, 6, 7]}
+
+
+def stress_scenario() -> bool:
+    """`python -m bpstream.demo overload-stress`: True when every report balances."""
+    return all(r.balanced and r.joined == r.workers for r in overload_stress())
+
+
 def _spans(ids: list[int]) -> str:
     """[0, 1, 2, 7, 8] -> '0..2, 7..8'."""
     spans: list[list[int]] = []
