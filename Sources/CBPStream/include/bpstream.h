@@ -633,7 +633,7 @@ bps_status bps_rate_on_success(bps_rate *rate);
 /* Feedback: backpressure (a put waited, a stream paused). AIMD backs off; others ignore it. */
 bps_status bps_rate_on_backpressure(bps_rate *rate);
 /* Fills *out (out->size set by the caller) with one snapshot. */
-bps_status bps_rate_stats(bps_rate *rate, bps_rate_stats *out);
+bps_status bps_rate_get_stats(bps_rate *rate, bps_rate_stats *out);
 
 /* Joins the queue for n permits (see TICKETS above); *out_ticket is the caller's and must
  * be released with bps_ticket_release. notify must not be NULL. BPS_INVALID_ARGUMENT:
@@ -721,7 +721,7 @@ bps_status bps_limiter_set_rate(bps_limiter *limiter, double rate, int64_t burst
  * > 0 the rate's delay, -1 only a released slot can admit. */
 bps_status bps_limiter_retry_after(bps_limiter *limiter, int64_t *out_ns);
 /* Fills *out (out->size set by the caller) with one snapshot. */
-bps_status bps_limiter_stats(bps_limiter *limiter, bps_limiter_stats *out);
+bps_status bps_limiter_get_stats(bps_limiter *limiter, bps_limiter_stats *out);
 /* Joins the queue for one admission (TICKETS, rate section). A granted ticket holds a slot
  * (release it with bps_limiter_release_slot); released ungranted, it takes nothing. */
 bps_status bps_limiter_enqueue(bps_limiter *limiter, bps_notify_fn notify,
