@@ -196,4 +196,20 @@ final class RateConcurrencyTests: XCTestCase {
         XCTAssertEqual(ticket.poll(), .granted)
         ticket.release()
     }
+
+    func testReadingStatsDoesNotWakeATimedHead() throws {
+        let bucket = try TokenBucket(rate: 1, burst: 1)
+        XCTAssertTrue(bucket.tryAcquire())
+        let notified = Locked(0)
+        let ticket = try XCTUnwrap(bucket.enqueue(1) { notified.withLock { $0 += 1 } })
+        guard case .retryAfter = ticket.poll() else { return XCTFail("should wait about 1 s") }
+        for _ in 0..<200 {
+            _ = bucket.rateStats()
+            _ = bucket.tokens
+            XCTAssertFalse(bucket.tryAcquire())
+        }
+        XCTAssertEqual(notified.current, 0)
+        XCTAssertEqual(bucket.rateStats().counters.wakeups, 0)
+        ticket.release()
+    }
 }

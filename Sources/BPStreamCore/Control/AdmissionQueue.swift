@@ -89,6 +89,9 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         case unknown
     }
 
+    /// A head due less than this much earlier than it planned is not woken to re-plan.
+    static var replanSlack: Int64 { 1_000 }
+
     var policy: Policy
     var counters = AdmissionCounters()
     /// Arrival order; index 0 is the head.
@@ -189,8 +192,10 @@ struct AdmissionQueue<Policy: PermitPolicy> {
                 switch policy.delay(for: head.n, now: now) {
                 case 0?: wake = true
                 case let delay?:
+                    // Re-planned only when due clearly earlier: float rounding moves `at`
+                    // by a nanosecond or so between looks, and a read is no reason to wake.
                     let at = now.addingSaturated(delay)
-                    wake = head.plannedAt.map { $0 > at } ?? true
+                    wake = head.plannedAt.map { $0 > at.addingSaturated(Self.replanSlack) } ?? true
                 case nil: wake = false
                 }
             }
