@@ -212,4 +212,45 @@ final class RateConcurrencyTests: XCTestCase {
         XCTAssertEqual(bucket.rateStats().counters.wakeups, 0)
         ticket.release()
     }
+
+    func testPacedWaitersWakeOncePerGrantOnAManualClock() throws {
+        let clock = ManualClock()
+        let bucket = try TokenBucket(rate: 100, burst: 1, clock: clock)
+        XCTAssertTrue(bucket.tryAcquire())
+        let order = Locked([Int]())
+        let waiters = 8
+        let threads = startInOrder(waiters, waiting: { bucket.rateStats().waiting }) { index in
+            guard case .granted = bucket.acquire(1, timeoutNanoseconds: -1) else { return }
+            order.withLock { $0.append(index) }
+        }
+        for step in 1...waiters {
+            try clock.advance(by: 10 * ms)
+            XCTAssertTrue(eventually { order.current.count == step }, "step \(step)")
+            usleep(2_000)
+            XCTAssertEqual(order.current.count, step, "one token, one grant")
+        }
+        for thread in threads { XCTAssertTrue(thread.join()) }
+        XCTAssertEqual(order.current, Array(0..<waiters))
+        let stats = bucket.rateStats()
+        XCTAssertEqual(stats.counters.wakeups, UInt64(waiters),
+                       "each waiter woken once, by the clock, at its turn: no promotion wake-up")
+        XCTAssertEqual(stats.counters.waitNanoseconds, UInt64((1...waiters).reduce(0) { $0 + $1 }) * 10 * UInt64(ms))
+    }
+
+    func testPacedWaitersOnTheSystemClockStayInOrder() throws {
+        let bucket = try TokenBucket(rate: 50, burst: 1)
+        XCTAssertTrue(bucket.tryAcquire())
+        let order = Locked([Int]())
+        let waiters = 6
+        let arrived = { let stats = bucket.rateStats(); return stats.waiting + Int(stats.counters.granted) - 1 }
+        let threads = startInOrder(waiters, waiting: arrived) { index in
+            guard case .granted = bucket.acquire(1, timeoutNanoseconds: 30 * second) else { return }
+            order.withLock { $0.append(index) }
+        }
+        for thread in threads { XCTAssertTrue(thread.join()) }
+        XCTAssertEqual(order.current, Array(0..<waiters))
+        print("paced waiters on the system clock: \(bucket.rateStats().counters.wakeups) wake-ups for \(waiters) grants")
+        // Usually exactly one per grant; a thread scheduled late costs its successor one more.
+        XCTAssertLessThanOrEqual(bucket.rateStats().counters.wakeups, UInt64(2 * waiters))
+    }
 }

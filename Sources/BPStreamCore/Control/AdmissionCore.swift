@@ -205,11 +205,12 @@ final class AdmissionCore<Policy: PermitPolicy>: ClockListener, TicketHost, @unc
         waiting: while true {
             let now = clock.now()
             var dueAt = Int64.max
-            switch queue.attempt(id, now: now, afterSleep: slept) {
+            switch queue.attempt(id, now: now, afterSleep: slept, canTime: clockKind != .other) {
             case .granted(let waited): outcome = .granted(waitedNanoseconds: waited); break waiting
             case .impossible, .unknown: outcome = .impossible; break waiting
             case .due(let at): dueAt = at
-            case .waitingForEvent, .behind: break
+            case .behind(let until): dueAt = until ?? Int64.max
+            case .waitingForEvent: break
             }
             if now >= deadline {
                 queue.leave(id, timedOut: true)
