@@ -644,7 +644,8 @@ bps_status bps_rate_enqueue(bps_rate *rate, int64_t n, bps_notify_fn notify,
 /* Tries to take the ticket's permits. BPS_OK always (unless an argument is bad), with
  * *out_retry_ns: 0 granted (taken; the ticket is done, later polls say 0 again);
  * > 0 not yet, the permits are due in that many ns on the clock (poll again then, or on
- * notify); -1 not yet, wait for notify (not the head, or waiting for a slot). */
+ * notify); -1 not yet, wait for notify (not the head, or waiting for a slot).
+ * BPS_INVALID_ARGUMENT: the limit was lowered below n; the ticket left the queue. */
 bps_status bps_ticket_poll(bps_ticket *ticket, int64_t *out_retry_ns);
 /* Leaves the queue and frees the ticket. An ungranted ticket takes nothing and counts as
  * cancelled (timed_out nonzero: as timed out); if it was the head, the next is woken.
