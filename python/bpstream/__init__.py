@@ -16,14 +16,20 @@ the other side consumes.
 import os as _os
 
 from ._bpstream import (
+    AIMD,
     BoundedStream,
     Closed,
     Empty,
     Full,
+    Limiter,
+    ManualClock,
     Policy,
     ProducerError,
     Queue,
+    SlidingWindow,
     Stats,
+    Token,
+    TokenBucket,
     abi_version,
 )
 from ._bridges import from_aiter, from_iter
@@ -53,18 +59,24 @@ def get_include() -> str:
 
 
 __all__ = [
+    "AIMD",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
     "Full",
+    "Limiter",
+    "ManualClock",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
     "ShutDown",
+    "SlidingWindow",
     "Stats",
+    "Token",
+    "TokenBucket",
     "__version__",
     "abi_version",
     "from_aiter",

@@ -960,7 +960,7 @@ static PyType_Slot token_bucket_slots[] = {
 static PyType_Spec token_bucket_spec = {
     .name = "bpstream.TokenBucket",
     .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
     .slots = token_bucket_slots,
 };
 
@@ -1022,7 +1022,7 @@ static PyType_Slot sliding_window_slots[] = {
 static PyType_Spec sliding_window_spec = {
     .name = "bpstream.SlidingWindow",
     .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
     .slots = sliding_window_slots,
 };
 
@@ -1171,7 +1171,7 @@ static PyType_Slot aimd_slots[] = {
 static PyType_Spec aimd_spec = {
     .name = "bpstream.AIMD",
     .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
     .slots = aimd_slots,
 };
 

@@ -350,12 +350,17 @@ print("OK", flush=True)
 def test_stats():
     limiter = Limiter(max_concurrent=2)
     a = limiter.acquire()
-    assert limiter.try_acquire() is not None or True
+    b = limiter.try_acquire()
+    assert limiter.try_acquire() is None
     st = limiter.stats()
-    for key in ("granted", "refused", "timed_out", "in_flight", "waiting", "utilization",
-                "total_wait", "wakeups"):
-        assert key in st, key
+    assert st == {
+        "granted": 2, "refused": 1, "timed_out": 0, "cancelled": 0, "released": 0,
+        "in_flight": 2, "waiting": 0, "utilization": 1.0, "total_wait": 0.0, "wakeups": 0,
+        "max_concurrent": 2, "rate": None, "burst": None, "tokens": 0.0,
+    }
     a.release()
+    b.release()
+    assert limiter.stats()["released"] == 2
 
 
 # ----------------------------------------------------------------------------- asyncio

@@ -253,17 +253,36 @@ def test_fifo_with_many_waiting_threads_one_wake_up_per_grant():
         thread.start()
         threads.append(thread)
         wait_until(lambda: waiting(bucket) == i + 1)  # arrival order is known
-    base_wakeups = bucket.stats()["wakeups"]
+    steps = []
     for i in range(16):
+        before = bucket.stats()["wakeups"]
         clock.advance(0.01)
         wait_until(lambda: len(order) == i + 1)
-        assert waiting(bucket) == 15 - i
+        wait_until(lambda: waiting(bucket) == 15 - i)
+        time.sleep(0.005)  # a herd would show up here
+        steps.append(bucket.stats()["wakeups"] - before)
     for thread in threads:
         thread.join(WAKE_WITHIN)
     assert order == list(range(16))
-    st = bucket.stats()
-    assert st["wakeups"] - base_wakeups == 16  # one wake-up per grant: no herd
-    assert st["granted"] == 17
+    # No herd: a grant wakes the granted thread (when its time comes) and tells the next one
+    # it is the head now; never the other waiters. So at most 2 per grant, whatever the line.
+    assert all(1 <= step <= 2 for step in steps), steps
+    assert bucket.stats()["granted"] == 17
+
+
+def test_one_wake_up_per_grant_when_the_tokens_are_there_at_once():
+    clock = ManualClock()
+    bucket = TokenBucket(100, 16, clock=clock)
+    assert bucket.try_acquire(16)
+    calls = []
+    for i in range(16):
+        calls.append(Call(bucket.acquire))
+        wait_until(lambda: waiting(bucket) == i + 1)
+    base = bucket.stats()["wakeups"]
+    clock.advance(1.0)  # sixteen tokens at once: each waiter is woken once, in turn
+    for call in calls:
+        call.outcome()
+    assert bucket.stats()["wakeups"] - base == 16
 
 
 def test_a_rate_change_wakes_sleepers_at_once():
