@@ -492,3 +492,70 @@ def test_many_tasks_through_a_small_limiter():
     assert peak == 3
     st = limiter.stats()
     assert (st["granted"], st["in_flight"], st["waiting"]) == (300, 0, 0)
+
+
+# ----------------------------------------------------------------------------- C API
+
+
+@pytest.fixture(scope="module")
+def limiter_capi(tmp_path_factory):
+    """python/tests/native/limiter_capi.c: native threads admitted through the capsule."""
+    import importlib.util
+    import os
+    import subprocess
+    import sysconfig
+
+    import bpstream
+
+    source = os.path.join(os.path.dirname(__file__), "native", "limiter_capi.c")
+    out = tmp_path_factory.mktemp("limiter_capi")
+    target = str(out / ("limiter_capi" + sysconfig.get_config_var("EXT_SUFFIX")))
+    command = [os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O2", "-Wall", "-Wextra",
+               "-I" + sysconfig.get_paths()["include"], "-I" + bpstream.get_include(),
+               source, "-o", target, "-lpthread"]
+    try:
+        subprocess.run(command, check=True)
+    except FileNotFoundError as exc:
+        pytest.skip(f"no C compiler: {exc}")
+    spec = importlib.util.spec_from_file_location("limiter_capi", target)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("timeout_ns", [-1, 0])
+def test_native_threads_are_admitted_through_the_capsule(limiter_capi, timeout_ns):
+    limiter = Limiter(max_concurrent=3)
+    admitted, timed_out, peak = limiter_capi.run(limiter, 8, 2000, timeout_ns)
+    assert (admitted, timed_out) == (16000, 0)
+    assert 1 <= peak <= 3
+    st = limiter.stats()
+    assert (st["granted"], st["released"], st["in_flight"], st["waiting"]) == (16000, 16000, 0, 0)
+
+
+def test_native_and_python_admissions_share_the_slots(limiter_capi):
+    limiter = Limiter(max_concurrent=3)
+    held = [limiter.acquire(), limiter.acquire()]
+    admitted, timed_out, peak = limiter_capi.run(limiter, 4, 500, -1)
+    assert (admitted, timed_out, peak) == (2000, 0, 1)  # one slot left for the natives
+    for token in held:
+        token.release()
+    assert limiter.in_flight == 0
+
+
+def test_native_acquire_times_out_taking_nothing(limiter_capi):
+    limiter = Limiter(max_concurrent=1)
+    held = limiter.acquire()
+    admitted, timed_out, peak = limiter_capi.run(limiter, 2, 3, 10_000_000)
+    assert (admitted, timed_out, peak) == (0, 6, 0)
+    assert (limiter.in_flight, limiter.waiting, limiter.stats()["timed_out"]) == (1, 0, 6)
+    held.release()
+
+
+def test_the_capsule_refuses_what_is_not_a_limiter(limiter_capi):
+    with pytest.raises(TypeError, match="Limiter"):
+        limiter_capi.run(object(), 1, 1, -1)
+    import bpstream
+
+    with pytest.raises(TypeError):
+        limiter_capi.run(bpstream.TokenBucket(1, 1), 1, 1, -1)
