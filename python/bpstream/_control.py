@@ -15,7 +15,8 @@ in arrival order and nobody barges. The rules are _aio.py's:
 - Time: on the monotonic clock nothing notifies a ticket when its permits come due, so
   the waiter also sleeps (loop.call_later) until the due time the poll gave, or its
   deadline. On a ManualClock every move notifies the tickets on it, so no timer is set;
-  the timeout is measured on the controller's clock, as for blocking acquire().
+  the timeout is measured on the controller's clock, as for blocking acquire() (a
+  waiter with a timeout on a ManualClock re-reads it every MANUAL_DEADLINE_CHECK s).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ import asyncio
 import math
 
 from . import _aio
+
+# A move of a ManualClock notifies only the tickets it makes due, not those whose timeout
+# it passes: a waiter with a timeout on such a clock looks at the clock this often (real
+# seconds). Only tests and simulations use a ManualClock.
+MANUAL_DEADLINE_CHECK = 0.01
 
 
 class _Tickets:
@@ -79,6 +85,8 @@ async def _wait_granted(owner, ticket, timeout, loop, tickets: _Tickets) -> floa
                     delay = retry_ns / 1e9
                 if deadline is not None:
                     delay = min(delay, deadline - now)
+            elif deadline is not None:
+                delay = MANUAL_DEADLINE_CHECK
             future = loop.create_future()
             tickets.futures[ticket] = future
             timer = loop.call_later(delay, _wake, future) if delay != math.inf else None

@@ -559,3 +559,36 @@ def test_the_capsule_refuses_what_is_not_a_limiter(limiter_capi):
 
     with pytest.raises(TypeError):
         limiter_capi.run(bpstream.TokenBucket(1, 1), 1, 1, -1)
+
+
+def test_aacquire_timeout_on_a_manual_clock_behind_a_held_slot():
+    clock = ManualClock()
+    limiter = Limiter(max_concurrent=1, clock=clock)
+    held = limiter.acquire()
+
+    async def main():
+        task = asyncio.create_task(limiter.aacquire(timeout=0.5))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        clock.advance(0.6)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(task, WITHIN)
+
+    run(main())
+    st = limiter.stats()
+    assert (st["timed_out"], st["cancelled"], st["waiting"], st["in_flight"]) == (1, 0, 0, 1)
+    held.release()
+
+
+def test_blocking_acquire_timeout_is_on_the_limiters_clock():
+    clock = ManualClock()
+    limiter = Limiter(max_concurrent=1, clock=clock)
+    held = limiter.acquire()
+    call = Call(limiter.acquire, timeout=0.5)
+    wait_until(lambda: limiter.waiting == 1)
+    call.assert_blocked(0.3)  # real time: the manual clock stands still
+    clock.advance(0.5)
+    with pytest.raises(TimeoutError):
+        call.outcome()
+    assert (limiter.in_flight, limiter.waiting) == (1, 0)
+    held.release()

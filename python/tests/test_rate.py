@@ -742,3 +742,21 @@ def test_controllers_are_freed():
         del controller
     gc.collect()
     assert all(ref() is None for ref in refs)
+
+
+def test_aacquire_timeout_on_a_manual_clock_passes_when_the_clock_does():
+    clock = ManualClock()
+    bucket = TokenBucket(1, 1, clock=clock)
+    bucket.try_acquire()
+
+    async def main():
+        task = asyncio.create_task(bucket.aacquire(timeout=0.5))
+        await asyncio.sleep(0.05)
+        assert not task.done()  # real time passing is not the clock's time
+        clock.advance(0.6)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(task, WITHIN)
+
+    run(main())
+    st = bucket.stats()
+    assert (st["timed_out"], st["cancelled"], st["waiting"], st["granted"]) == (1, 0, 0, 1)
