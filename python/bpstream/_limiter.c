@@ -598,7 +598,8 @@ rate_object(const bps_limiter_stats *s)
 
 PyDoc_STRVAR(limiter_stats_doc,
 "stats($self, /)\n--\n\n"
-"A snapshot as a dict: granted, refused (try_acquire refusals), timed_out, cancelled,\n"
+"A snapshot as a dict: granted, refused (try_acquire refusals; an aacquire or async\n"
+"with that has to wait counts one: its first, non-waiting try), timed_out, cancelled,\n"
 "released, in_flight, waiting, utilization, total_wait (seconds admitted waiters\n"
 "waited), wakeups (one per grant without a herd), max_concurrent, rate, burst, tokens.");
 

@@ -636,7 +636,8 @@ static const char *const kind_names[] = {"token_bucket", "sliding_window", "aimd
 
 PyDoc_STRVAR(rate_stats_doc,
 "stats($self, /)\n--\n\n"
-"A snapshot as a dict: kind, granted, refused (try_acquire refusals), timed_out,\n"
+"A snapshot as a dict: kind, granted, refused (try_acquire refusals; an aacquire\n"
+"that has to wait counts one: its first, non-waiting try), timed_out,\n"
 "cancelled (waits ended by Ctrl-C or a cancelled task), waiting, total_wait (seconds\n"
 "granted waiters waited), wakeups (times a parked thread was woken to act: one per\n"
 "grant without a herd), rate (permits per second), limit (burst / window limit / AIMD\n"

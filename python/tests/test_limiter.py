@@ -592,3 +592,25 @@ def test_blocking_acquire_timeout_is_on_the_limiters_clock():
         call.outcome()
     assert (limiter.in_flight, limiter.waiting) == (1, 0)
     held.release()
+
+
+def test_async_waits_are_counted():
+    """A waiting aacquire counts its first try as refused (the ABI has no uncounted try),
+    then its grant; a cancelled one counts as cancelled, a timed-out one as timed out."""
+    limiter = Limiter(max_concurrent=1)
+    held = limiter.acquire()
+
+    async def main():
+        waiter = asyncio.create_task(limiter.aacquire())
+        cancelled = asyncio.create_task(limiter.aacquire())
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        with pytest.raises(TimeoutError):
+            await limiter.aacquire(timeout=0.01)
+        held.release()
+        (await asyncio.wait_for(waiter, WITHIN)).release()
+
+    run(main())
+    st = limiter.stats()
+    assert (st["granted"], st["refused"], st["cancelled"], st["timed_out"]) == (2, 3, 1, 1)
+    assert (st["in_flight"], st["waiting"], st["released"]) == (0, 0, 2)
