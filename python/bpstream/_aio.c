@@ -445,18 +445,10 @@ PyObject *
 stream_watch(StreamObject *self, PyObject *waker)
 {
     CHECK_INIT(self);
-    if (!PyObject_TypeCheck(waker, self->state->waker_type)) {
-        PyErr_Format(PyExc_TypeError, "_watch expected a _Waker, not %.100s",
-                     Py_TYPE(waker)->tp_name);
+    watch_ctx *ctx = aio_notify_context_new(self->state, waker);
+    if (ctx == NULL) {
         return NULL;
     }
-    watch_ctx *ctx = malloc(sizeof(watch_ctx));
-    if (ctx == NULL) {
-        return PyErr_NoMemory();
-    }
-    ctx->core = ((WakerObject *)waker)->core;
-    atomic_fetch_add(&ctx->core->refs, 1);
-    atomic_init(&ctx->pending, 0);
     WatchObject *watch = PyObject_New(WatchObject, self->state->watch_type);
     if (watch == NULL) {
         watch_ctx_release(ctx);
