@@ -10,15 +10,23 @@ after every step. The references follow the issue's definitions:
   at t + window; a refusal is not logged;
 - limiter: a grant takes one slot and one bucket token together, or nothing.
 Time moves in whole milliseconds, so the clock's nanoseconds are exact on both sides.
+
+Waiters are real threads blocked in acquire(): the reference keeps them in one FIFO line in
+which only the head may be granted (no barging: try_acquire refuses while anyone waits),
+and after every step the threads the product has released must be exactly the ones the
+reference granted.
 """
+MAX_WAITERS = 3
 
 import math
+import time
 
 import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bpstream import Limiter, ManualClock, SlidingWindow, TokenBucket
+from support import WAKE_WITHIN, Call
 
 TOLERANCE = 1e-9
 MS = 1_000_000
@@ -85,7 +93,35 @@ class RateMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock()
         self.now = 0
-        self.granted = self.refused = 0
+        self.granted = self.refused = self.timed_out = 0
+        self.line = []          # (call, n) waiting, oldest first
+        self.released = []      # calls the reference granted
+        self.waited = False     # some waiter ever waited (then wait times and wake-ups vary)
+
+    def serve_line(self):
+        """The reference's grants after a change: the head, while it can be granted."""
+        while self.line and self.model.delay(self.line[0][1], self.now) == 0:
+            call, n = self.line.pop(0)
+            self.model.take(n, self.now)
+            self.granted += 1
+            self.released.append(call)
+
+    def settle(self):
+        """Waits until the product's threads agree with the reference (or fails)."""
+        deadline = time.monotonic() + WAKE_WITHIN
+        while True:
+            done = [call for call, _ in self.line if call.done.is_set()]
+            ok = (self.product.stats()["waiting"] == len(self.line)
+                  and all(call.done.is_set() for call in self.released))
+            if ok and not done:
+                break
+            assert not done, "a waiter was granted out of turn"
+            assert time.monotonic() < deadline, (
+                f"product waiting {self.product.stats()['waiting']}, reference {len(self.line)}")
+            time.sleep(0.001)
+        for call in self.released:
+            call.outcome()  # a grant, not an exception
+        self.released.clear()
 
     @initialize(
         kind=st.sampled_from(["bucket", "window"]),
@@ -109,6 +145,21 @@ class RateMachine(RuleBasedStateMachine):
     def advance(self, ms):
         self.clock.advance(ms / 1000)
         self.now += ms * MS
+        self.serve_line()
+        self.settle()
+
+    @rule(n=st.integers(1, 8))
+    def acquire_in_a_thread(self, n):
+        if n > self.limit or len(self.line) >= MAX_WAITERS:
+            return
+        if not self.line and self.model.delay(n, self.now) == 0:
+            assert Call(self.product.acquire, n).outcome() == 0.0  # granted at once
+            self.model.take(n, self.now)
+            self.granted += 1
+            return
+        self.line.append((Call(self.product.acquire, n), n))
+        self.waited = True
+        self.settle()  # it is in line before the next step: arrival order is known
 
     @rule(n=st.integers(1, 10))
     def try_acquire(self, n):
@@ -116,7 +167,7 @@ class RateMachine(RuleBasedStateMachine):
             with pytest.raises(ValueError):
                 self.product.try_acquire(n)
             return
-        expected = self.model.delay(n, self.now) == 0
+        expected = not self.line and self.model.delay(n, self.now) == 0
         assert self.product.try_acquire(n) is expected
         if expected:
             self.model.take(n, self.now)
@@ -138,10 +189,12 @@ class RateMachine(RuleBasedStateMachine):
             self.product.rate = rate
             self.model.set_rate(rate, self.now)
             assert self.product.rate == rate
+            self.serve_line()
+            self.settle()
 
     @rule()
     def acquire_timeout_zero(self):
-        expected = self.model.delay(1, self.now) == 0
+        expected = not self.line and self.model.delay(1, self.now) == 0
         if expected:
             assert self.product.acquire(timeout=0) == 0.0
             self.model.take(1, self.now)
@@ -149,7 +202,15 @@ class RateMachine(RuleBasedStateMachine):
         else:
             with pytest.raises(TimeoutError):
                 self.product.acquire(timeout=0)
-            self.timed_out = getattr(self, "timed_out", 0) + 1
+            self.timed_out += 1
+
+    def teardown(self):
+        # Each waiter may need its own refill or window: move time on until all are served.
+        while hasattr(self, "product") and self.line:
+            self.clock.advance(10**4)
+            self.now += 10**4 * 10**9
+            self.serve_line()
+            self.settle()
 
     @invariant()
     def stats_agree(self):
@@ -158,8 +219,10 @@ class RateMachine(RuleBasedStateMachine):
         s = self.product.stats()
         assert s["granted"] == self.granted
         assert s["refused"] == self.refused
-        assert s["timed_out"] == getattr(self, "timed_out", 0)
-        assert (s["waiting"], s["cancelled"], s["total_wait"], s["wakeups"]) == (0, 0, 0.0, 0)
+        assert s["timed_out"] == self.timed_out
+        assert (s["waiting"], s["cancelled"]) == (len(self.line), 0)
+        if not self.waited:
+            assert (s["total_wait"], s["wakeups"]) == (0.0, 0)
         assert s["limit"] == self.limit
         if self.kind == "bucket":
             assert s["tokens"] == pytest.approx(self.model.tokens(self.now), abs=1e-6)
@@ -175,8 +238,36 @@ class LimiterMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock()
         self.now = 0
-        self.tokens = []
+        self.tokens = []        # held: Tokens, or the Calls of waiters granted (settle swaps)
         self.granted = self.refused = self.released = 0
+        self.line = []          # Calls of waiting acquire()s, oldest first
+        self.waited = False
+
+    def slot_and_token(self):
+        """What the head of the line (or a caller when nobody waits) would get now."""
+        if self.max_concurrent is not None and len(self.tokens) >= self.max_concurrent:
+            return False
+        return self.bucket is None or self.bucket.delay(1, self.now) == 0
+
+    def serve_line(self):
+        while self.line and self.slot_and_token():
+            self.tokens.append(self.line.pop(0))
+            if self.bucket is not None:
+                self.bucket.take(1, self.now)
+            self.granted += 1
+
+    def settle(self):
+        deadline = time.monotonic() + WAKE_WITHIN
+        granted = [i for i, held in enumerate(self.tokens) if isinstance(held, Call)]
+        while True:
+            assert not any(call.done.is_set() for call in self.line), "a waiter was admitted out of turn"
+            if (self.product.waiting == len(self.line)
+                    and all(self.tokens[i].done.is_set() for i in granted)):
+                break
+            assert time.monotonic() < deadline, (self.product.stats(), len(self.line))
+            time.sleep(0.001)
+        for i in granted:
+            self.tokens[i] = self.tokens[i].outcome()
 
     @initialize(
         max_concurrent=st.one_of(st.none(), st.integers(1, 4)),
@@ -192,14 +283,29 @@ class LimiterMachine(RuleBasedStateMachine):
         self.bucket = BucketModel(rate, burst, True, 0) if rate is not None else None
 
     def admissible(self):
-        if self.max_concurrent is not None and len(self.tokens) >= self.max_concurrent:
-            return False
-        return self.bucket is None or self.bucket.delay(1, self.now) == 0
+        return not self.line and self.slot_and_token()
 
     @rule(ms=st.one_of(st.sampled_from([0, 1, 10, 50, 100, 250, 500, 1000]), st.integers(0, 1500)))
     def advance(self, ms):
         self.clock.advance(ms / 1000)
         self.now += ms * MS
+        self.serve_line()
+        self.settle()
+
+    @rule()
+    def acquire_in_a_thread(self):
+        if len(self.line) >= MAX_WAITERS:
+            return
+        call = Call(self.product.acquire)
+        if self.admissible():
+            self.tokens.append(call.outcome())  # admitted at once
+            if self.bucket is not None:
+                self.bucket.take(1, self.now)
+            self.granted += 1
+            return
+        self.line.append(call)
+        self.waited = True
+        self.settle()
 
     @rule()
     def try_acquire(self):
@@ -222,6 +328,8 @@ class LimiterMachine(RuleBasedStateMachine):
         token.release()
         token.release()  # idempotent
         self.released += 1
+        self.serve_line()
+        self.settle()
 
     @rule()
     def retry_after(self):
@@ -238,12 +346,16 @@ class LimiterMachine(RuleBasedStateMachine):
         if self.bucket is not None:
             self.product.rate = rate
             self.bucket.set_rate(rate, self.now)
+            self.serve_line()
+            self.settle()
 
     @rule(value=st.integers(1, 5))
     def set_max_concurrent(self, value):
         if self.max_concurrent is not None:
             self.product.max_concurrent = value
             self.max_concurrent = value
+            self.serve_line()
+            self.settle()
 
     @invariant()
     def stats_agree(self):
@@ -252,7 +364,9 @@ class LimiterMachine(RuleBasedStateMachine):
         s = self.product.stats()
         held = len(self.tokens)
         assert (s["granted"], s["refused"], s["released"]) == (self.granted, self.refused, self.released)
-        assert (s["in_flight"], s["waiting"], s["timed_out"], s["cancelled"]) == (held, 0, 0, 0)
+        assert (s["in_flight"], s["waiting"], s["timed_out"], s["cancelled"]) == (held, len(self.line), 0, 0)
+        if not self.waited:
+            assert (s["total_wait"], s["wakeups"]) == (0.0, 0)
         assert self.product.in_flight == held
         assert s["max_concurrent"] == self.max_concurrent
         if self.max_concurrent is not None:
@@ -267,6 +381,14 @@ class LimiterMachine(RuleBasedStateMachine):
             assert s["rate"] is None
 
     def teardown(self):
+        while self.line:  # release what is held, move time on, until every waiter is in
+            for token in self.tokens:
+                token.release()
+            self.tokens.clear()
+            self.clock.advance(10**4)
+            self.now += 10**4 * 10**9
+            self.serve_line()
+            self.settle()
         for token in self.tokens:
             token.release()
 
