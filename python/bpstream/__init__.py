@@ -10,7 +10,8 @@ The core is native (Swift, behind a C ABI); blocking calls release the GIL.
 thread; other extensions feed streams from their own threads through the C API
 (``get_include()`` finds its header, ``bpstream_capi.h``). ``from_aiter`` and ``from_iter``
 bridge sync and async code: one thread drives an async (or blocking) iterable into a stream
-the other side consumes.
+the other side consumes. ``TokenBucket``, ``SlidingWindow`` and ``AIMD`` pace work by rate,
+``Limiter`` admits it by work in progress and rate (``ManualClock`` drives them in tests).
 """
 
 import os as _os

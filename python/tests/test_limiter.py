@@ -614,3 +614,21 @@ def test_async_waits_are_counted():
     st = limiter.stats()
     assert (st["granted"], st["refused"], st["cancelled"], st["timed_out"]) == (2, 3, 1, 1)
     assert (st["in_flight"], st["waiting"], st["released"]) == (0, 0, 2)
+
+
+def test_uvloop_waits_and_wakes():
+    uvloop = pytest.importorskip("uvloop")
+    limiter = Limiter(max_concurrent=1)
+    held = limiter.acquire()
+
+    async def main():
+        task = asyncio.create_task(limiter.aacquire())
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        threading.Timer(0.02, held.release).start()  # a release from another thread
+        token = await asyncio.wait_for(task, WITHIN)
+        token.release()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert (limiter.in_flight, limiter.waiting) == (0, 0)
