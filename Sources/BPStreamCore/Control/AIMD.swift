@@ -93,6 +93,9 @@ struct AIMDPermits: PermitPolicy {
     func canEverGrant(_ n: Int) -> Bool { bucket.canEverGrant(n) }
     func delay(for n: Int, now: Int64) -> Int64? { bucket.delay(for: n, now: now) }
     mutating func take(_ n: Int, now: Int64) { bucket.take(n, now: now) }
+    func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? {
+        bucket.estimatedDelay(forQueued: demand, now: now)
+    }
 
     mutating func advance(to now: Int64) {
         control.roll(to: now)

@@ -11,6 +11,12 @@ import Darwin
 // the waiter it is for) and the tickets of async waiters. Wake-ups are delivered after
 // unlocking: signals to parked threads, notify callbacks to tickets (caller code, never
 // under the lock).
+//
+// Time: the controller reads its clock under its lock. `SystemClock` and `ManualClock`
+// take no lock to read; a clock of the caller's own must not block nor call into the
+// controller from `now()`. Waiters on the system clock sleep until their due time or
+// timeout; on a manual clock they sleep until its advance wakes them; on any other clock
+// they look again every millisecond of real time.
 
 /// How a ticket's poll ended.
 public enum TicketPoll: Sendable, Equatable {
@@ -199,11 +205,12 @@ final class AdmissionCore<Policy: PermitPolicy>: ClockListener, TicketHost, @unc
         waiting: while true {
             let now = clock.now()
             var dueAt = Int64.max
-            switch queue.attempt(id, now: now, afterSleep: slept) {
+            switch queue.attempt(id, now: now, afterSleep: slept, canTime: clockKind != .other) {
             case .granted(let waited): outcome = .granted(waitedNanoseconds: waited); break waiting
             case .impossible, .unknown: outcome = .impossible; break waiting
             case .due(let at): dueAt = at
-            case .waitingForEvent, .behind: break
+            case .behind(let until): dueAt = until ?? Int64.max
+            case .waitingForEvent: break
             }
             if now >= deadline {
                 queue.leave(id, timedOut: true)

@@ -7,9 +7,12 @@
 // - no barging: `tryAcquire` refuses while anyone waits;
 // - first come, first served: only the head may be granted; it takes its permits itself
 //   (a waiter is woken, never handed permits, so one that gives up takes nothing);
-// - one wake-up per grant: only the head waits for a time (`plannedAt`); the others wait
-//   for an event and are woken only when they become the head, or when a change makes
-//   the head due earlier than it planned (a rate raised, a clock moved, a slot freed).
+// - one wake-up per grant: the head waits for its due time (`plannedAt`); a thread behind
+//   it waits either for an event (woken when it becomes the head) or, when the policy can
+//   tell (a bucket: the permits of everyone ahead, then its own), until the time its turn
+//   is due, so the grant before it need not wake it: it wakes once, at its time, and is
+//   granted. A change that makes the head due clearly earlier than it planned (a rate
+//   raised, a clock moved, a slot freed, a waiter ahead gone) wakes it to re-plan.
 
 /// The permit arithmetic of one controller: how many permits there are and when more come.
 /// A pure value; `AdmissionQueue` asks it, the storage class guards it.
@@ -19,14 +22,19 @@ protocol PermitPolicy {
     /// Clock nanoseconds until `n` permits are there: 0 now, > 0 that long, nil: time
     /// alone will not bring them (a slot must be released), or never (`canEverGrant`).
     func delay(for n: Int, now: Int64) -> Int64?
-    /// Takes `n` permits; called only when `delay(for: n, now: now) == 0`.
+    /// Takes `n` permits; called only when `delay(for: n, now: now) == 0`. `now` may be a
+    /// waiter's due time, a little before the clock's time (never before its last look).
     mutating func take(_ n: Int, now: Int64)
     /// Brings time-driven state up to `now` (AIMD's windows); called before every decision.
     mutating func advance(to now: Int64)
+    /// Clock nanoseconds until `demand` permits (a waiter's own plus those of everyone
+    /// ahead of it) will have come, if nothing changes; nil when time cannot tell.
+    func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64?
 }
 
 extension PermitPolicy {
     mutating func advance(to now: Int64) {}
+    func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? { nil }
 }
 
 /// How a non-waiting attempt ended.
@@ -81,13 +89,17 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         case due(at: Int64)
         /// The head; only an event (a released slot, a raised limit) can grant it.
         case waitingForEvent
-        /// Not the head: wait to be promoted.
-        case behind
+        /// Not the head: wait to be promoted, or (threads) until this clock time, when its
+        /// turn is due if nothing changes (nil: only promotion tells).
+        case behind(until: Int64?)
         /// Its `n` can no longer be granted (the limit was lowered); out of the queue.
         case impossible
         /// Not in the queue (already granted or gone).
         case unknown
     }
+
+    /// A head due less than this much earlier than it planned is not woken to re-plan.
+    static var replanSlack: Int64 { 1_000 }
 
     var policy: Policy
     var counters = AdmissionCounters()
@@ -125,7 +137,11 @@ struct AdmissionQueue<Policy: PermitPolicy> {
 
     /// The waiter `id` looks: the head takes its permits when they are there. `afterSleep`:
     /// it slept since its last look (a wake-up is counted if it was woken or its time came).
-    mutating func attempt(_ id: UInt64, now: Int64, afterSleep: Bool = false) -> Attempt {
+    /// `canTime`: a waiter behind the head can sleep until a time (a thread on a timed
+    /// clock); else it waits to be promoted.
+    mutating func attempt(
+        _ id: UInt64, now: Int64, afterSleep: Bool = false, canTime: Bool = false
+    ) -> Attempt {
         guard let index = waiters.firstIndex(where: { $0.id == id }) else { return .unknown }
         let wasWoken = waiters[index].wakePending
         waiters[index].wakePending = false
@@ -133,8 +149,17 @@ struct AdmissionQueue<Policy: PermitPolicy> {
             counters.wakeups &+= 1  // its own grant time: the one wake-up of a timed head
         }
         guard index == 0 else {
-            waiters[index].plannedAt = nil
-            return .behind
+            var until: Int64? = nil
+            if canTime {
+                policy.advance(to: now)
+                var demand = 0
+                for ahead in waiters[...index] { demand += ahead.n }
+                if let delay = policy.estimatedDelay(forQueued: demand, now: now), delay > 0 {
+                    until = now.addingSaturated(delay)  // else due already: wait for its turn
+                }
+            }
+            waiters[index].plannedAt = until
+            return .behind(until: until)
         }
         let head = waiters[0]
         guard policy.canEverGrant(head.n) else {
@@ -145,7 +170,14 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         policy.advance(to: now)
         switch policy.delay(for: head.n, now: now) {
         case 0?:
-            policy.take(head.n, now: now)
+            // Dated at its due time when it was due before this look: a head that wakes a
+            // little late (the scheduler) then costs the waiters behind it nothing (a
+            // bucket would otherwise lose the tokens its cap turned away meanwhile).
+            var grantAt = now
+            if let planned = head.plannedAt, planned < now, policy.delay(for: head.n, now: planned) == 0 {
+                grantAt = planned
+            }
+            policy.take(head.n, now: grantAt)
             waiters.removeFirst()
             let waited = Swift.max(0, now - head.enqueuedAt)
             counters.granted &+= 1
@@ -189,8 +221,10 @@ struct AdmissionQueue<Policy: PermitPolicy> {
                 switch policy.delay(for: head.n, now: now) {
                 case 0?: wake = true
                 case let delay?:
+                    // Re-planned only when due clearly earlier: float rounding moves `at`
+                    // by a nanosecond or so between looks, and a read is no reason to wake.
                     let at = now.addingSaturated(delay)
-                    wake = head.plannedAt.map { $0 > at } ?? true
+                    wake = head.plannedAt.map { $0 > at.addingSaturated(Self.replanSlack) } ?? true
                 case nil: wake = false
                 }
             }

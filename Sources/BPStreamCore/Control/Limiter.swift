@@ -20,6 +20,11 @@ struct LimiterPermits: PermitPolicy {
         return bucket?.delay(for: 1, now: now) ?? 0
     }
 
+    /// Only a rate alone can tell: slots free when their holders say so.
+    func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? {
+        maxConcurrent == nil ? bucket?.estimatedDelay(forQueued: demand, now: now) : nil
+    }
+
     mutating func take(_ n: Int, now: Int64) {
         inFlight += 1
         bucket?.take(1, now: now)

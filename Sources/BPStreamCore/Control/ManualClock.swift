@@ -1,5 +1,10 @@
 // A clock that moves only when told to: tests and simulations decide what time it is.
 // Controllers waiting on it subscribe (weakly) and re-plan whenever it moves.
+//
+// Lock order: controllers read the time under their own lock, so reading it takes no
+// lock (an atomic); the clock's lock guards only the listener list and is never held
+// while another lock is taken (listeners are called after unlocking).
+import Synchronization
 
 /// Something that waits on a `ManualClock` and must re-plan when it moves.
 ///
@@ -22,8 +27,8 @@ public final class ManualClock: ControlClock, @unchecked Sendable {
     }
 
     private let lock = PthreadLock()
-    /// Guarded by `lock`.
-    private var time: Int64 = 0
+    /// Written only under `lock` (advances are serialised); read anywhere.
+    private let time = Atomic<Int64>(0)
     /// Guarded by `lock`; entries whose listener is gone are pruned on the next advance.
     private var listeners: [WeakListener] = []
 
@@ -36,9 +41,7 @@ public final class ManualClock: ControlClock, @unchecked Sendable {
 
     /// Nanoseconds since the clock was made, as far as it was advanced.
     public func now() -> Int64 {
-        lock.lock()
-        defer { lock.unlock() }
-        return time
+        time.load(ordering: .acquiring)
     }
 
     /// Moves the clock forward by `nanoseconds` and lets every controller on it re-plan
@@ -49,7 +52,7 @@ public final class ManualClock: ControlClock, @unchecked Sendable {
             throw .invalidArgument("a clock only moves forward, got \(nanoseconds) ns")
         }
         lock.lock()
-        time = time.addingSaturated(nanoseconds)
+        time.store(time.load(ordering: .relaxed).addingSaturated(nanoseconds), ordering: .releasing)
         listeners.removeAll { $0.listener == nil }
         let current = listeners.compactMap(\.listener)
         lock.unlock()

@@ -41,6 +41,7 @@ struct SlidingWindowPermits: PermitPolicy {
     }
 
     mutating func take(_ n: Int, now: Int64) {
+        let now = Swift.max(now, log.last ?? now)  // the log stays in order
         start = firstActive(now: now)
         if start > 64 && start * 2 > log.count {
             log.removeFirst(start)

@@ -35,6 +35,13 @@ struct TokenBucketPermits: PermitPolicy {
         return ns >= 9e18 ? Int64(9e18) : Swift.max(1, Int64(ns))
     }
 
+    func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? {
+        let missing = Double(demand) - tokens(now: now)
+        if missing <= Self.tolerance { return 0 }
+        let ns = (missing * 1e9 / rate).rounded(.up)
+        return ns >= 9e18 ? Int64(9e18) : Swift.max(1, Int64(ns))
+    }
+
     mutating func take(_ n: Int, now: Int64) {
         refill(now: now)
         stored = Swift.max(0, stored - Double(n))

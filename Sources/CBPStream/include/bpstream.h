@@ -514,8 +514,9 @@ bps_status bps_reader_stop(bps_reader *reader);
  *
  * PERMITS: n >= 1. try_acquire never waits and takes nothing when it refuses; it refuses
  * (BPS_FULL) while anyone waits (no barging). Waiters (threads and tickets alike) are
- * served first come, first served; only the head of the queue waits for time, the others
- * sleep until they become the head (one wake-up per grant, no herd). An n that can never
+ * served first come, first served; a waiter is woken only when its turn comes (the head
+ * when its permits are due; a thread behind it when it becomes the head, or, where the
+ * rate tells, at the time its turn is due): one wake-up per grant, no herd. An n that can never
  * be granted (above a bucket's burst or a window's limit) is BPS_INVALID_ARGUMENT.
  *
  * TICKETS: waiting without a thread (an event loop). After a refused try_acquire:
@@ -589,8 +590,9 @@ typedef struct bps_rate_stats {
     uint64_t cancelled;     /* acquires cancelled by POLL + tickets released ungranted */
     uint64_t waiting;       /* waiters in the queue now (threads and tickets) */
     uint64_t wait_ns;       /* total time granted waiters waited (on the rate's clock) */
-    uint64_t wakeups;       /* times a parked thread was woken to act (a signal, or its
-                               own grant time); POLL ticks are not counted */
+    uint64_t wakeups;       /* times a waiter was woken to act: a signal to a parked
+                               thread, a ticket's notify, or a thread's own due time
+                               passing; POLL ticks are not counted */
     double rate;            /* permits per second now (AIMD: its limit) */
     double limit;           /* bucket: burst; window: limit; AIMD: its limit */
     double tokens;          /* bucket and AIMD: tokens now; window: permits free now */
@@ -710,7 +712,8 @@ bps_status bps_limiter_try_acquire(bps_limiter *limiter);
 bps_status bps_limiter_acquire(bps_limiter *limiter, int64_t timeout_ns,
                                const bps_waiter *waiter, int64_t *out_waited_ns);
 /* Gives one slot back and wakes the next waiter it admits. BPS_INVALID_STATE when no
- * slot is held (nothing changes). Without a slot limit it only counts. */
+ * slot is held (nothing changes). Slots are counted (in_flight) with or without a slot
+ * limit: every admission holds one until it is given back. */
 bps_status bps_limiter_release_slot(bps_limiter *limiter);
 /* Sets max_concurrent (1 ... 2^31, or BPS_LIMIT_NONE if a rate is set). Raising it admits
  * waiters at once; lowering it below in_flight takes nothing back. */
