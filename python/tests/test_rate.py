@@ -805,3 +805,52 @@ def test_aimd_rate_assignment_is_clamped_to_its_bounds():
     assert aimd.limit == 50
     aimd.rate = 0.5
     assert aimd.limit == 2
+
+
+def test_tasks_on_the_system_clock_are_paced_in_order():
+    bucket = TokenBucket(50, 1)
+    bucket.try_acquire()
+    order = []
+
+    async def main():
+        async def one(i):
+            await bucket.aacquire()
+            order.append(i)
+
+        start = time.monotonic()
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(0)  # each joins the line before the next
+        await asyncio.wait_for(asyncio.gather(*tasks), WITHIN)
+        return time.monotonic() - start
+
+    elapsed = run(main())
+    assert order == [0, 1, 2, 3, 4]
+    assert elapsed >= 5 / 50 - 0.01  # five tokens at 50/s
+    st = bucket.stats()
+    assert (st["granted"], st["waiting"]) == (6, 0)
+
+
+def test_waiting_tasks_leave_no_references_behind():
+    clock = ManualClock()
+    bucket = TokenBucket(1000, 1, clock=clock)
+    bucket.try_acquire()
+
+    async def main():
+        for _ in range(200):
+            task = asyncio.create_task(bucket.aacquire())
+            cancelled = asyncio.create_task(bucket.aacquire())
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            clock.advance(0.001)
+            await task
+            await asyncio.gather(cancelled, return_exceptions=True)
+            clock.advance(0.001)
+            assert bucket.try_acquire()
+
+    base = sys.getrefcount(bucket)
+    run(main())
+    gc.collect()
+    assert sys.getrefcount(bucket) == base  # every ticket released its controller
+    assert bucket.stats()["waiting"] == 0
