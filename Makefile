@@ -34,11 +34,13 @@ tsan:
 		swift test --sanitize=thread --scratch-path .build-tsan --skip ForkTests
 
 bench: install
-	$(VPY) -m pip install --quiet --disable-pip-version-check janus culsans  # peers to compare with
+	$(VPY) -m pip install --quiet --disable-pip-version-check janus culsans \
+		aiolimiter pyrate-limiter limits  # peers to compare with
 	$(VPY) python/benchmarks/bench.py
 	$(VPY) python/benchmarks/bench_native.py
 	$(VPY) python/benchmarks/bench_async.py
 	$(VPY) python/benchmarks/bench_fanout.py
+	$(VPY) python/benchmarks/bench_control.py
 
 # The example native producer (a C extension using bpstream's C API capsule).
 examples: install

@@ -12,19 +12,27 @@ thread; other extensions feed streams from their own threads through the C API
 bridge sync and async code: one thread drives an async (or blocking) iterable into a stream
 the other side consumes.
 ``Kanban`` is a pull-only board of stages with work-in-progress limits (threads and asyncio).
+the other side consumes. ``TokenBucket``, ``SlidingWindow`` and ``AIMD`` pace work by rate,
+``Limiter`` admits it by work in progress and rate (``ManualClock`` drives them in tests).
 """
 
 import os as _os
 
 from ._bpstream import (
+    AIMD,
     BoundedStream,
     Closed,
     Empty,
     Full,
+    Limiter,
+    ManualClock,
     Policy,
     ProducerError,
     Queue,
+    SlidingWindow,
     Stats,
+    Token,
+    TokenBucket,
     abi_version,
 )
 from ._bridges import from_aiter, from_iter
@@ -64,6 +72,7 @@ def get_include() -> str:
 
 __all__ = [
     "AsyncFanOut",
+    "AIMD",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
@@ -73,6 +82,8 @@ __all__ = [
     "Kanban",
     "KanbanStats",
     "Pipeline",
+    "Limiter",
+    "ManualClock",
     "Policy",
     "ProducerError",
     "Queue",
@@ -82,7 +93,10 @@ __all__ = [
     "StageStats",
     "ShutdownReport",
     "Stage",
+    "SlidingWindow",
     "Stats",
+    "Token",
+    "TokenBucket",
     "__version__",
     "abi_version",
     "from_aiter",

@@ -1,12 +1,18 @@
 from ._bpstream import (
+    AIMD as AIMD,
     BoundedStream as BoundedStream,
     Closed as Closed,
     Empty as Empty,
     Full as Full,
+    Limiter as Limiter,
+    ManualClock as ManualClock,
     Policy as Policy,
     ProducerError as ProducerError,
     Queue as Queue,
+    SlidingWindow as SlidingWindow,
     Stats as Stats,
+    Token as Token,
+    TokenBucket as TokenBucket,
     abi_version as abi_version,
 )
 from ._asyncqueue import (
@@ -29,6 +35,7 @@ ShutDown = Closed
 __version__: str
 __all__ = [
     "AsyncFanOut",
+    "AIMD",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
@@ -38,6 +45,8 @@ __all__ = [
     "Kanban",
     "KanbanStats",
     "Pipeline",
+    "Limiter",
+    "ManualClock",
     "Policy",
     "ProducerError",
     "Queue",
@@ -47,7 +56,10 @@ __all__ = [
     "StageStats",
     "ShutdownReport",
     "Stage",
+    "SlidingWindow",
     "Stats",
+    "Token",
+    "TokenBucket",
     "__version__",
     "abi_version",
     "from_aiter",

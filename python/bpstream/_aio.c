@@ -62,7 +62,7 @@ typedef struct {
 // reference to it: a loop of `await s.aput(x)` or an `async for` then allocates nothing
 // per item. Reusing it is safe because nobody else can reach it (a Ready another caller
 // still holds is never reused: a fresh one is made). GIL held.
-static PyObject *
+PyObject *
 ready_new(module_state *st, PyObject *value)
 {
     if (value == NULL) {
@@ -92,7 +92,7 @@ ready_new(module_state *st, PyObject *value)
 
 // Takes the exception being raised into a Ready that raises it when awaited: coroutine
 // calls raise at their await, not at the call. Returns a new reference, or NULL.
-static PyObject *
+PyObject *
 ready_from_error(module_state *st)
 {
     PyObject *type, *value, *traceback;
@@ -397,6 +397,44 @@ watch_ctx_release(void *context)
     free(ctx);
 }
 
+/* The same context for other core wait registrations (rate and limiter tickets, _rate.c):
+ * notify = watch_notify, release_context = watch_ctx_release. */
+void *
+aio_notify_context_new(module_state *st, PyObject *waker)
+{
+    if (!PyObject_TypeCheck(waker, st->waker_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a _Waker, not %.100s", Py_TYPE(waker)->tp_name);
+        return NULL;
+    }
+    watch_ctx *ctx = malloc(sizeof(watch_ctx));
+    if (ctx == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ctx->core = ((WakerObject *)waker)->core;
+    atomic_fetch_add(&ctx->core->refs, 1);
+    atomic_init(&ctx->pending, 0);
+    return ctx;
+}
+
+void
+aio_notify(void *context, uint32_t events)
+{
+    watch_notify(context, events);
+}
+
+void
+aio_notify_context_release(void *context)
+{
+    watch_ctx_release(context);
+}
+
+uint32_t
+aio_notify_take_pending(void *context)
+{
+    return atomic_exchange(&((watch_ctx *)context)->pending, 0);
+}
+
 typedef struct {
     PyObject_HEAD
     bps_watch *watch;      /* ours until close(); NULL after */
@@ -407,18 +445,10 @@ PyObject *
 stream_watch(StreamObject *self, PyObject *waker)
 {
     CHECK_INIT(self);
-    if (!PyObject_TypeCheck(waker, self->state->waker_type)) {
-        PyErr_Format(PyExc_TypeError, "_watch expected a _Waker, not %.100s",
-                     Py_TYPE(waker)->tp_name);
+    watch_ctx *ctx = aio_notify_context_new(self->state, waker);
+    if (ctx == NULL) {
         return NULL;
     }
-    watch_ctx *ctx = malloc(sizeof(watch_ctx));
-    if (ctx == NULL) {
-        return PyErr_NoMemory();
-    }
-    ctx->core = ((WakerObject *)waker)->core;
-    atomic_fetch_add(&ctx->core->refs, 1);
-    atomic_init(&ctx->pending, 0);
     WatchObject *watch = PyObject_New(WatchObject, self->state->watch_type);
     if (watch == NULL) {
         watch_ctx_release(ctx);

@@ -96,6 +96,16 @@ typedef struct {
     PyTypeObject *watch_type;      /* _Watch: one stream's readiness watch for one loop */
     PyObject *aio;                 /* bpstream._aio (the waiting half), imported on first use */
     PyObject *ready_cache;         /* one Ready reused while nobody else holds it (_aio.c) */
+    /* rate controllers and the limiter (_rate.c, _limiter.c) */
+    PyTypeObject *manual_clock_type;   /* bpstream.ManualClock */
+    PyTypeObject *rate_base_type;      /* bpstream._bpstream._RateController */
+    PyTypeObject *token_bucket_type;   /* bpstream.TokenBucket */
+    PyTypeObject *sliding_window_type; /* bpstream.SlidingWindow */
+    PyTypeObject *aimd_type;           /* bpstream.AIMD */
+    PyTypeObject *ticket_type;         /* _Ticket: one async waiter's place in a queue */
+    PyTypeObject *limiter_type;        /* bpstream.Limiter */
+    PyTypeObject *token_type;          /* bpstream.Token */
+    PyObject *control;             /* bpstream._control (async waiting), imported on first use */
 } module_state;
 
 typedef struct StreamObject {
@@ -336,6 +346,34 @@ PyObject *stream_iter(StreamObject *self);
 /* _queue.c */
 extern PyType_Spec queue_spec;
 
+/* _rate.c */
+// Creates ManualClock, the rate controllers and _Ticket into st. 0, or -1 with an exception.
+int rate_init_types(PyObject *module, module_state *st);
+// Borrows obj. The native clock of a bpstream.ManualClock (borrowed: valid while obj
+// lives), or NULL with TypeError set.
+bps_clock *bpstream_clock_handle(PyObject *obj);
+// Borrows obj. The native controller of a TokenBucket, SlidingWindow or AIMD (borrowed:
+// valid while obj lives), or NULL with TypeError (or RuntimeError: __init__ not run) set.
+bps_rate *bpstream_rate_handle(PyObject *obj);
+// A new _Ticket owning `ticket` (and, through it, the notify context): NULL + exception
+// (then the ticket was released). owner: the controller or limiter (kept alive).
+PyObject *ticket_new(module_state *st, PyObject *owner, bps_ticket *ticket, void *context);
+// bpstream._control.<name>(*args): the waiting half. Returns a new reference (a coroutine).
+PyObject *call_control(module_state *st, const char *name, PyObject *const *args, size_t nargs);
+// Borrows obj: None (NULL clock: CLOCK_MONOTONIC) or a ManualClock. 0, or -1 + TypeError.
+int clock_from_object(module_state *st, PyObject *obj, bps_clock **out);
+// Seconds as a finite number > 0 (what), or -1 with ValueError/TypeError.
+int positive_seconds(PyObject *obj, const char *what, double *out);
+// A permit count: an int 1 ... 2^31 (what), or -1 with ValueError/TypeError.
+int permit_count(PyObject *obj, const char *what, int64_t *out);
+
+/* _limiter.c */
+// Creates Limiter and Token into st. 0, or -1 with an exception.
+int limiter_init_types(PyObject *module, module_state *st);
+// Borrows obj. A new reference to the native limiter of a bpstream.Limiter, or NULL with
+// TypeError set (the capsule's limiter_handle).
+bps_limiter *bpstream_limiter_handle(PyObject *obj);
+
 /* _capi.c */
 // Returns a new reference: the capsule holding the table, or NULL with an exception.
 PyObject *capi_capsule(void);
@@ -359,5 +397,16 @@ PyObject *stream_aput_many(StreamObject *self, PyObject *const *args, Py_ssize_t
 extern const char stream_aget_doc[], stream_aput_doc[], stream_aget_many_doc[], stream_aput_many_doc[];
 // The iterator's __anext__ for `async for`: the next item of self's stream.
 PyObject *aio_anext(StreamObject *self);
+// Steals value: an awaitable already done with it (NULL value: NULL). A new reference.
+PyObject *ready_new(module_state *st, PyObject *value);
+// The exception being raised, deferred to the await. A new reference, or NULL.
+PyObject *ready_from_error(module_state *st);
+// A notify context on a loop's _Waker for a core wait registration (a ticket): pass
+// aio_notify / aio_notify_context_release / it to the core. NULL + exception.
+void *aio_notify_context_new(module_state *st, PyObject *waker);
+void aio_notify(void *context, uint32_t events);
+void aio_notify_context_release(void *context);
+// The events notified since the last call (and clear). Context must be alive.
+uint32_t aio_notify_take_pending(void *context);
 
 #endif

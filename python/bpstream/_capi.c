@@ -49,6 +49,11 @@ static const BPStream_CAPI bpstream_capi = {
     .retain = bps_stream_retain,
     .release = bps_stream_release,
     .status_string = bps_status_string,
+    .limiter_handle = bpstream_limiter_handle,
+    .limiter_acquire = bps_limiter_acquire,
+    .limiter_try_acquire = bps_limiter_try_acquire,
+    .limiter_release_slot = bps_limiter_release_slot,
+    .limiter_release = bps_limiter_release,
 };
 
 // Returns a new reference: the capsule holding the table, or NULL with an exception.

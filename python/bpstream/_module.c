@@ -459,7 +459,8 @@ bpstream_exec(PyObject *module)
     if (st->iterator_type == NULL) {
         goto done;
     }
-    if (aio_init_types(module, st) < 0 || register_process_hooks(module) < 0) {
+    if (aio_init_types(module, st) < 0 || rate_init_types(module, st) < 0
+        || limiter_init_types(module, st) < 0 || register_process_hooks(module) < 0) {
         goto done;
     }
     rc = 0;
@@ -492,6 +493,15 @@ bpstream_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->watch_type);
     Py_VISIT(st->aio);
     Py_VISIT(st->ready_cache);
+    Py_VISIT(st->manual_clock_type);
+    Py_VISIT(st->rate_base_type);
+    Py_VISIT(st->token_bucket_type);
+    Py_VISIT(st->sliding_window_type);
+    Py_VISIT(st->aimd_type);
+    Py_VISIT(st->ticket_type);
+    Py_VISIT(st->limiter_type);
+    Py_VISIT(st->token_type);
+    Py_VISIT(st->control);
     return 0;
 }
 
@@ -516,6 +526,15 @@ bpstream_clear(PyObject *module)
     Py_CLEAR(st->watch_type);
     Py_CLEAR(st->aio);
     Py_CLEAR(st->ready_cache);
+    Py_CLEAR(st->manual_clock_type);
+    Py_CLEAR(st->rate_base_type);
+    Py_CLEAR(st->token_bucket_type);
+    Py_CLEAR(st->sliding_window_type);
+    Py_CLEAR(st->aimd_type);
+    Py_CLEAR(st->ticket_type);
+    Py_CLEAR(st->limiter_type);
+    Py_CLEAR(st->token_type);
+    Py_CLEAR(st->control);
     return 0;
 }
 

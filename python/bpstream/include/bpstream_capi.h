@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 #define BPSTREAM_CAPI_NAME "bpstream._bpstream._C_API"
-#define BPSTREAM_CAPI_VERSION 1
+#define BPSTREAM_CAPI_VERSION 2  /* 2: the limiter functions */
 
 typedef struct BPStream_CAPI {
     size_t size;            /* sizeof(BPStream_CAPI) of the exporter; fields only ever added */
@@ -88,6 +88,30 @@ typedef struct BPStream_CAPI {
 
     /* No GIL needed. A static name for a status; never NULL. */
     const char *(*status_string)(bps_status status);
+
+    /* ---- version 2: admission by a bpstream.Limiter from native threads ----
+     *     bps_limiter *lim = api->limiter_handle(obj);     // with the GIL; a new reference
+     *     // on a native thread, no GIL:
+     *     if (api->limiter_acquire(lim, timeout_ns, NULL, NULL) == BPS_OK) {
+     *         ... the unit of work ...
+     *         api->limiter_release_slot(lim);             // exactly once per admission
+     *     }
+     *     api->limiter_release(lim);                       // drop the reference (any thread)
+     * Admissions taken here and Tokens taken from Python share the same slots, rate and
+     * FIFO line. limiter_acquire waits without any runtime lock (pass a bps_waiter to be
+     * told; BPS_TIMED_OUT: nothing taken); limiter_try_acquire never waits (BPS_FULL:
+     * nothing taken). */
+
+    /* With the GIL. The native limiter behind a bpstream.Limiter: a new reference; NULL
+     * with TypeError set (not a Limiter) or RuntimeError (its __init__ never ran). */
+    bps_limiter *(*limiter_handle)(PyObject *obj);
+    /* No GIL needed. bps_limiter_acquire / try_acquire / release_slot (bpstream.h). */
+    bps_status (*limiter_acquire)(bps_limiter *limiter, int64_t timeout_ns,
+                                  const bps_waiter *waiter, int64_t *out_waited_ns);
+    bps_status (*limiter_try_acquire)(bps_limiter *limiter);
+    bps_status (*limiter_release_slot)(bps_limiter *limiter);
+    /* No GIL needed. Drops a reference taken by limiter_handle. */
+    bps_status (*limiter_release)(bps_limiter *limiter);
 } BPStream_CAPI;
 
 /* With the GIL: imports bpstream and returns its C API (borrowed, lives as long as the
