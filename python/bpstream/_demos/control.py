@@ -64,35 +64,17 @@ def _state_name(state: object) -> str:
     return getattr(state, "name", str(state))
 
 
-def _live(title: str):
-    """The demo framework's live view when it is there, else plain lines."""
-    try:
-        from bpstream._demos.live import LiveView
-    except ImportError:  # pragma: no cover - the framework ships with the package
-        return _PlainView(title)
-    return LiveView(
-        title,
-        ["depth", "rate_limit", "dropped", "in_per_s", "out_per_s", "flow_state"],
-    )
+def _live(title: str, capacity: int):
+    from bpstream._demos.live import Bar, LiveView, Number, Text
 
-
-class _PlainView:
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.last = 0.0
-
-    def __enter__(self):
-        print(f"-- {self.title}", flush=True)
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, **fields) -> None:
-        now = time.monotonic()
-        if now - self.last >= 0.5:
-            self.last = now
-            print("   " + "  ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+    return LiveView(title, [
+        Bar("depth", of="capacity"),
+        Text("rate_limit", label="rate limit"),
+        Number("dropped"),
+        Number("in_per_s", unit="/s", label="in"),
+        Number("out_per_s", unit="/s", label="out"),
+        Text("flow_state", label="flow"),
+    ])
 
 
 def _paced_producer(
@@ -156,7 +138,7 @@ def run(
     prod.start()
     cons.start()
     try:
-        view = _live(title) if live else None
+        view = _live(title, stream.capacity) if live else None
         if view is not None:
             view.__enter__()
         try:
@@ -176,11 +158,12 @@ def run(
                 out.samples.append(sample)
                 if view is not None:
                     view.update(
-                        depth=(s.depth, s.capacity),
+                        depth=s.depth,
+                        capacity=s.capacity,
                         rate_limit="-" if s.rate_limit is None else f"{s.rate_limit:,.0f}/s",
                         dropped=s.dropped,
-                        in_per_s=f"{s.produced_per_second:,.0f}",
-                        out_per_s=f"{s.consumed_per_second:,.0f}",
+                        in_per_s=s.produced_per_second,
+                        out_per_s=s.consumed_per_second,
                         flow_state=sample.flow_state,
                     )
         finally:
@@ -240,7 +223,7 @@ def _wave(low: float, high: float, period: float, phase: float = 0.0) -> RateFn:
     return lambda t: mid + amp * math.sin(2 * math.pi * t / period + phase)
 
 
-def adaptive(plot: str | None = None, seconds: float = 12.0) -> bool:
+def adaptive(plot: str | None = None, quick: bool = False) -> bool:
     """policy="adaptive": an AIMD rate limit that follows a varying consumer."""
     print("adaptive: producer 50-200/s, consumer 30-150/s (varying), capacity 40, "
           "policy adaptive (AIMD)")
@@ -248,6 +231,7 @@ def adaptive(plot: str | None = None, seconds: float = 12.0) -> bool:
     stream = BoundedStream(40, policy="adaptive", rate=aimd)
     produce = _wave(50, 200, 5.0)
     consume = _wave(30, 150, 8.0, phase=1.0)
+    seconds = 4.0 if quick else 12.0
     out = run("adaptive", stream, produce, consume, seconds, "adaptive AIMD (capacity 40)")
     ok = _report(out, 40)
     tail = out.samples[len(out.samples) // 2:]
@@ -370,8 +354,9 @@ def flow_states() -> bool:
     return bool(seen) and h2.status == "unhealthy" and st.pause_events >= 1
 
 
-def strategies(seconds: float = 2.5) -> bool:
+def strategies(quick: bool = False) -> bool:
     """One overload, six strategies side by side."""
+    seconds = 1.0 if quick else 2.5
     print(f"strategies: producer 400/s, consumer 100/s, capacity 50, {seconds:g} s each")
     rows = []
     configs = [
