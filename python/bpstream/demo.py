@@ -77,6 +77,10 @@ SCENARIOS: dict[str, Scenario] = {
         "bpstream._demos.pipelines:stress_scenario",
         "a 4,000-item burst into 4 slow workers; conservation checked per policy",
     ),
+    "admission": Scenario(
+        "bpstream._demos.admission:admission",
+        "a Limiter live: slots in use, waiting workers, utilization; limits changed mid-run",
+    ),
     "kanban": Scenario(
         "bpstream._demos.kanban:kanban",
         "a kanban board live: stages with WIP limits filling and emptying as workers pull",
