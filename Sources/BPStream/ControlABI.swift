@@ -214,6 +214,18 @@ public func abiRateTryAcquire(_ rate: OpaquePointer?, _ n: Int64) -> bps_status 
     }
 }
 
+@_cdecl("bps_rate_try_acquire_before_wait")
+public func abiRateTryAcquireBeforeWait(_ rate: OpaquePointer?, _ n: Int64) -> bps_status {
+    withRate(rate) { handle in
+        guard let n = permits(n) else { return BPS_INVALID_ARGUMENT }
+        switch handle.controller.attempt(n, countingRefusal: false) {
+        case .granted: return BPS_OK
+        case .refused: return BPS_FULL
+        case .impossible: return BPS_INVALID_ARGUMENT
+        }
+    }
+}
+
 @_cdecl("bps_rate_acquire")
 public func abiRateAcquire(
     _ rate: OpaquePointer?, _ n: Int64, _ timeout: Int64, _ waiter: UnsafePointer<bps_waiter>?,
@@ -388,6 +400,11 @@ public func abiLimiterRelease(_ limiter: OpaquePointer?) -> bps_status {
 @_cdecl("bps_limiter_try_acquire")
 public func abiLimiterTryAcquire(_ limiter: OpaquePointer?) -> bps_status {
     withLimiter(limiter) { $0.tryAcquire() ? BPS_OK : BPS_FULL }
+}
+
+@_cdecl("bps_limiter_try_acquire_before_wait")
+public func abiLimiterTryAcquireBeforeWait(_ limiter: OpaquePointer?) -> bps_status {
+    withLimiter(limiter) { $0.tryAcquire(countingRefusal: false) ? BPS_OK : BPS_FULL }
 }
 
 @_cdecl("bps_limiter_acquire")

@@ -339,4 +339,28 @@ final class ControlABITests: XCTestCase {
         XCTAssertEqual(result, BPS_OK)
         XCTAssertEqual(limiterStats(limiter).wakeups, 1)
     }
+
+    func testTryAcquireBeforeWaitIsNotARefusal() throws {
+        let rate = try makeRate(bucketConfig(rate: 0.001, burst: 1, clock: nil))
+        defer { bps_rate_release(rate) }
+        XCTAssertEqual(bps_rate_try_acquire_before_wait(rate, 1), BPS_OK)
+        XCTAssertEqual(bps_rate_try_acquire_before_wait(rate, 1), BPS_FULL)
+        XCTAssertEqual(bps_rate_try_acquire_before_wait(rate, 2), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(bps_rate_try_acquire_before_wait(rate, 0), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(rateStats(rate).refused, 0)
+        XCTAssertEqual(rateStats(rate).granted, 1)
+        XCTAssertEqual(bps_rate_try_acquire(rate, 1), BPS_FULL)
+        XCTAssertEqual(rateStats(rate).refused, 1)
+
+        var config = bps_limiter_config()
+        config.size = MemoryLayout<bps_limiter_config>.size
+        config.max_concurrent = 1
+        var limiter: OpaquePointer?
+        XCTAssertEqual(bps_limiter_create(&config, &limiter), BPS_OK)
+        defer { bps_limiter_release(limiter) }
+        XCTAssertEqual(bps_limiter_try_acquire_before_wait(limiter), BPS_OK)
+        XCTAssertEqual(bps_limiter_try_acquire_before_wait(limiter), BPS_FULL)
+        XCTAssertEqual(limiterStats(try XCTUnwrap(limiter)).refused, 0)
+        XCTAssertEqual(limiterStats(try XCTUnwrap(limiter)).granted, 1)
+    }
 }

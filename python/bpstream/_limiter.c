@@ -410,7 +410,7 @@ static PyObject *
 limiter_admit_async(LimiterObject *self, int64_t timeout_ns, PyObject *timeout_obj, int as_token)
 {
     bps_status status = timeout_ns == 0 ? bps_limiter_acquire(self->limiter, 0, NULL, NULL)
-                                        : bps_limiter_try_acquire(self->limiter);
+                                        : bps_limiter_try_acquire_before_wait(self->limiter);
     if (status == BPS_OK) {   /* the fast path */
         return ready_new(self->state, as_token ? token_new(self) : Py_NewRef(Py_None));
     }
@@ -598,8 +598,8 @@ rate_object(const bps_limiter_stats *s)
 
 PyDoc_STRVAR(limiter_stats_doc,
 "stats($self, /)\n--\n\n"
-"A snapshot as a dict: granted, refused (try_acquire refusals; an aacquire or async\n"
-"with that has to wait counts one: its first, non-waiting try), timed_out, cancelled,\n"
+"A snapshot as a dict: granted, refused (try_acquire refusals only; a wait counts as\n"
+"a grant, a timeout or a cancellation), timed_out, cancelled,\n"
 "released, in_flight, waiting, utilization, total_wait (seconds admitted waiters\n"
 "waited), wakeups (one per grant without a herd), max_concurrent, rate, burst, tokens.");
 

@@ -575,7 +575,7 @@ rate_aacquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     }
     bps_status status = timeout_ns == 0
         ? bps_rate_acquire(self->rate, n, 0, NULL, &waited)   /* counted like acquire's */
-        : bps_rate_try_acquire(self->rate, n);
+        : bps_rate_try_acquire_before_wait(self->rate, n);   /* a refusal: we wait, uncounted */
     if (status == BPS_OK) {   /* the fast path */
         return ready_new(self->state, PyFloat_FromDouble(0.0));
     }
@@ -636,8 +636,8 @@ static const char *const kind_names[] = {"token_bucket", "sliding_window", "aimd
 
 PyDoc_STRVAR(rate_stats_doc,
 "stats($self, /)\n--\n\n"
-"A snapshot as a dict: kind, granted, refused (try_acquire refusals; an aacquire\n"
-"that has to wait counts one: its first, non-waiting try), timed_out,\n"
+"A snapshot as a dict: kind, granted, refused (try_acquire refusals only; a wait\n"
+"counts as a grant, a timeout or a cancellation), timed_out,\n"
 "cancelled (waits ended by Ctrl-C or a cancelled task), waiting, total_wait (seconds\n"
 "granted waiters waited), wakeups (times a parked thread was woken to act: one per\n"
 "grant without a herd), rate (permits per second), limit (burst / window limit / AIMD\n"

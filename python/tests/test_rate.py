@@ -614,6 +614,32 @@ def test_aacquire_on_the_system_clock_is_granted_in_time():
     assert 0.0 < waited <= elapsed + 0.01
 
 
+def test_async_waits_are_not_refusals():
+    """stats() is exact: an aacquire that has to wait counts as its grant, timeout or
+    cancellation, never as a try_acquire refusal."""
+    clock = ManualClock()
+    bucket = TokenBucket(10, 1, clock=clock)
+    bucket.try_acquire()
+    assert bucket.try_acquire() is False  # the one real refusal
+
+    async def main():
+        granted = asyncio.create_task(bucket.aacquire())
+        cancelled = asyncio.create_task(bucket.aacquire())
+        await asyncio.sleep(0.01)
+        assert waiting(bucket) == 2
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        with pytest.raises(TimeoutError):
+            await bucket.aacquire(timeout=0)
+        clock.advance(0.1)
+        await asyncio.wait_for(granted, WITHIN)
+
+    run(main())
+    st = bucket.stats()
+    assert (st["granted"], st["refused"], st["cancelled"], st["timed_out"], st["waiting"]) == (2, 1, 1, 1, 0)
+
+
 def test_a_cancelled_aacquire_takes_nothing():
     clock = ManualClock()
     bucket = TokenBucket(10, 1, clock=clock)

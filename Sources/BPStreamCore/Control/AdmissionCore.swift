@@ -166,9 +166,9 @@ final class AdmissionCore<Policy: PermitPolicy>: ClockListener, TicketHost, @unc
 
     // MARK: - Acquiring
 
-    func tryAcquire(_ n: Int) -> AdmissionTry {
+    func tryAcquire(_ n: Int, countRefusal: Bool = true) -> AdmissionTry {
         lock.lock()
-        let outcome = queue.tryAcquire(n, now: clock.now())
+        let outcome = queue.tryAcquire(n, now: clock.now(), countRefusal: countRefusal)
         lock.unlock()
         return outcome
     }

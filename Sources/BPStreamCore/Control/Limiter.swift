@@ -120,6 +120,12 @@ public final class Limiter: @unchecked Sendable {
     /// takes nothing when it refuses.
     public func tryAcquire() -> Bool { core.tryAcquire(1) == .granted }
 
+    /// Like `tryAcquire`; `countingRefusal: false` is the first look of a waiter that goes
+    /// on to wait (an async acquire), whose refusal is not counted in `refused`.
+    public func tryAcquire(countingRefusal: Bool) -> Bool {
+        core.tryAcquire(1, countRefusal: countingRefusal) == .granted
+    }
+
     /// Waits in line to be admitted. `timeoutNanoseconds` on the limiter's clock: `< 0` no
     /// limit, `0` never waits. The observer's hooks run on this thread, unlocked.
     public func acquire<Observer: WaitObserver>(
@@ -189,8 +195,9 @@ public final class Limiter: @unchecked Sendable {
         if !ok { throw .invalidArgument("a limiter needs max_concurrent, rate, or both") }
     }
 
-    /// Clock nanoseconds until one admission would be possible if nobody waited: 0 now,
-    /// nil when only a released slot can admit.
+    /// Clock nanoseconds until a newcomer would be admitted if nothing changes, the
+    /// waiters ahead served first: 0 now (and nobody waits), nil when only a released
+    /// slot can tell.
     public func retryAfterNanoseconds() -> Int64? { core.retryAfter(1) }
 
     /// Joins the queue for one admission without a thread. A granted ticket holds a slot

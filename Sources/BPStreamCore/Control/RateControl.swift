@@ -28,9 +28,13 @@ public protocol AdjustableRateController: RateController {
     /// The clock every time of this controller is on.
     var clock: any ControlClock { get }
     /// Like `tryAcquire`, telling a refusal from an `n` that can never be granted.
-    func attempt(_ n: Int) -> AdmissionTry
-    /// Clock nanoseconds until `n` permits would be there if nobody waited (0: now);
-    /// nil when `n` can never be granted.
+    /// `countingRefusal: false` is the first look of a waiter that goes on to wait (an
+    /// async acquire): a refusal is then not counted in `refused`.
+    func attempt(_ n: Int, countingRefusal: Bool) -> AdmissionTry
+    /// Clock nanoseconds until a newcomer asking for `n` permits now would be granted if
+    /// nothing changes: the waiters ahead are served first (a bucket: their tokens come
+    /// before its own), so 0 means "now, and nobody waits". nil when `n` can never be
+    /// granted.
     func retryAfterNanoseconds(_ n: Int) -> Int64?
     /// Sets the rate in permits per second; sleeping waiters re-plan at once.
     func setRate(_ perSecond: Double) throws(StreamError)
@@ -43,6 +47,12 @@ public protocol AdjustableRateController: RateController {
     /// Joins the queue for `n` permits without a thread (see `AdmissionTicket`); nil when
     /// `n` can never be granted. `notify` runs outside every lock, on any thread.
     func enqueue(_ n: Int, notify: @escaping @Sendable () -> Void) -> AdmissionTicket?
+}
+
+extension AdjustableRateController {
+    /// Like `tryAcquire`, telling a refusal from an `n` that can never be granted; a
+    /// refusal is counted in `refused`.
+    public func attempt(_ n: Int) -> AdmissionTry { attempt(n, countingRefusal: true) }
 }
 
 /// A positive count of permits from a Double limit (integer, 1 ... 2^31).

@@ -85,7 +85,9 @@ public final class SlidingWindow: AdjustableRateController, @unchecked Sendable 
     /// The window in clock nanoseconds.
     public var windowNanoseconds: Int64 { core.read { queue, _ in queue.policy.window } }
     public func tryAcquire(_ n: Int = 1) -> Bool { core.tryAcquire(n) == .granted }
-    public func attempt(_ n: Int) -> AdmissionTry { core.tryAcquire(n) }
+    public func attempt(_ n: Int, countingRefusal: Bool) -> AdmissionTry {
+        core.tryAcquire(n, countRefusal: countingRefusal)
+    }
 
     public func acquire<Observer: WaitObserver>(
         _ n: Int, timeoutNanoseconds: Int64, observer: inout Observer

@@ -97,7 +97,9 @@ public final class TokenBucket: AdjustableRateController, @unchecked Sendable {
 
     public var clock: any ControlClock { core.clock }
     public func tryAcquire(_ n: Int = 1) -> Bool { core.tryAcquire(n) == .granted }
-    public func attempt(_ n: Int) -> AdmissionTry { core.tryAcquire(n) }
+    public func attempt(_ n: Int, countingRefusal: Bool) -> AdmissionTry {
+        core.tryAcquire(n, countRefusal: countingRefusal)
+    }
 
     public func acquire<Observer: WaitObserver>(
         _ n: Int, timeoutNanoseconds: Int64, observer: inout Observer

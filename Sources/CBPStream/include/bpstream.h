@@ -610,6 +610,11 @@ bps_status bps_rate_release(bps_rate *rate);
 /* Takes n permits if they are there and nobody waits: BPS_OK. Else BPS_FULL, nothing
  * taken. n < 1 or never grantable: BPS_INVALID_ARGUMENT. Never waits. */
 bps_status bps_rate_try_acquire(bps_rate *rate, int64_t n);
+/* The first look of an async waiter (then bps_rate_enqueue): like bps_rate_try_acquire,
+ * except that BPS_FULL is not counted as a refusal (stats.refused counts try_acquire
+ * refusals only; the caller goes on to wait, and its wait is counted as a grant, a timeout
+ * or a cancellation). */
+bps_status bps_rate_try_acquire_before_wait(bps_rate *rate, int64_t n);
 /* Waits in line (timeout on the rate's clock: < 0 no limit, 0 never waits) for n permits
  * and takes them: BPS_OK, *out_waited_ns (may be NULL) the wait. BPS_TIMED_OUT or
  * BPS_CANCELLED (POLL): nothing taken. BPS_INVALID_ARGUMENT: n never grantable. */
@@ -707,6 +712,9 @@ bps_status bps_limiter_release(bps_limiter *limiter);
 /* Admits one (a slot and a token) if both are there and nobody waits: BPS_OK. Else
  * BPS_FULL, nothing taken. Never waits. */
 bps_status bps_limiter_try_acquire(bps_limiter *limiter);
+/* The first look of an async waiter (then bps_limiter_enqueue): like
+ * bps_limiter_try_acquire, except that BPS_FULL is not counted as a refusal. */
+bps_status bps_limiter_try_acquire_before_wait(bps_limiter *limiter);
 /* Waits in line (timeout on the limiter's clock) to be admitted: BPS_OK, *out_waited_ns
  * (may be NULL) the wait. BPS_TIMED_OUT or BPS_CANCELLED (POLL): nothing taken. */
 bps_status bps_limiter_acquire(bps_limiter *limiter, int64_t timeout_ns,
