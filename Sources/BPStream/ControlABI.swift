@@ -21,12 +21,16 @@ final class RateHandle {
     }
 }
 
-/// The caller's notify function and context; calls release_context when freed: when the
-/// ticket handle is released and no notify (which holds it through the core) is running.
+/// The caller's notify function and context. Once `adopted` (a ticket was handed out), it
+/// calls release_context when freed: when the ticket handle is released and no notify
+/// (which holds it through the core) is running. Not adopted (the enqueue failed), the
+/// context stays the caller's and release_context is never called.
 private final class TicketContext: @unchecked Sendable {
     let notify: bps_notify_fn
     let release: bps_context_release_fn?
     let context: UnsafeMutableRawPointer?
+    /// Set once, before the ticket handle reaches the caller; read only by deinit.
+    var adopted = false
 
     init(notify: bps_notify_fn, release: bps_context_release_fn?, context: UnsafeMutableRawPointer?) {
         self.notify = notify
@@ -34,7 +38,7 @@ private final class TicketContext: @unchecked Sendable {
         self.context = context
     }
 
-    deinit { release?(context) }
+    deinit { if adopted { release?(context) } }
 }
 
 /// What a bps_ticket* points to.
@@ -99,8 +103,9 @@ private func ticketStatus(
     guard let notify, let out else { return BPS_INVALID_ARGUMENT }
     let owned = TicketContext(notify: notify, release: release, context: context)
     guard let ticket = make({ owned.notify(owned.context, BPS_TICKET_WAKE) }) else {
-        return BPS_INVALID_ARGUMENT
+        return BPS_INVALID_ARGUMENT  // `owned` dies unadopted: the context stays the caller's
     }
+    owned.adopted = true
     out.pointee = OpaquePointer(Unmanaged.passRetained(TicketHandle(ticket: ticket, context: owned)).toOpaque())
     return BPS_OK
 }

@@ -363,4 +363,36 @@ final class ControlABITests: XCTestCase {
         XCTAssertEqual(limiterStats(try XCTUnwrap(limiter)).refused, 0)
         XCTAssertEqual(limiterStats(try XCTUnwrap(limiter)).granted, 1)
     }
+
+    func testAFailedEnqueueLeavesTheContextWithTheCaller() throws {
+        let rate = try makeRate(bucketConfig(rate: 0.001, burst: 1, clock: nil))
+        defer { bps_rate_release(rate) }
+        let probe = TicketProbe()
+        let context = Unmanaged.passUnretained(probe).toOpaque()
+        var ticket: OpaquePointer?
+        XCTAssertEqual(bps_rate_enqueue(rate, 2, probeNotify, probeRelease, context, &ticket),
+                       BPS_INVALID_ARGUMENT, "more than the burst")
+        XCTAssertEqual(bps_rate_enqueue(rate, 0, probeNotify, probeRelease, context, &ticket),
+                       BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(bps_rate_enqueue(rate, 1, probeNotify, probeRelease, context, nil),
+                       BPS_INVALID_ARGUMENT)
+        XCTAssertNil(ticket, "written only on BPS_OK")
+        XCTAssertEqual(probe.released, 0, "release_context is not called: the caller keeps it")
+        XCTAssertEqual(probe.notified, 0)
+        XCTAssertEqual(rateStats(rate).waiting, 0)
+
+        var config = bps_limiter_config()
+        config.size = MemoryLayout<bps_limiter_config>.size
+        config.max_concurrent = 1
+        var limiter: OpaquePointer?
+        XCTAssertEqual(bps_limiter_create(&config, &limiter), BPS_OK)
+        defer { bps_limiter_release(limiter) }
+        XCTAssertEqual(bps_limiter_enqueue(limiter, nil, probeRelease, context, &ticket), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(bps_limiter_enqueue(limiter, probeNotify, probeRelease, context, nil), BPS_INVALID_ARGUMENT)
+        XCTAssertEqual(probe.released, 0)
+        // A successful enqueue adopts it: released once, with the ticket.
+        XCTAssertEqual(bps_limiter_enqueue(limiter, probeNotify, probeRelease, context, &ticket), BPS_OK)
+        XCTAssertEqual(bps_ticket_release(ticket, 0), BPS_OK)
+        XCTAssertEqual(probe.released, 1)
+    }
 }

@@ -529,7 +529,8 @@ bps_status bps_reader_stop(bps_reader *reader);
  *  4. bps_ticket_release: always, once. A ticket not granted leaves the queue taking
  *     nothing (cancelled or timed out); if it was the head, the next waiter is woken.
  * release_context(context) (may be NULL) runs once, when the ticket is released AND no
- * notify is running, on whichever thread finishes last. Nothing is granted behind a
+ * notify is running, on whichever thread finishes last. An enqueue that does not return
+ * BPS_OK leaves context with the CALLER: release_context is not called, notify never runs. Nothing is granted behind a
  * ticket's back: permits are taken only by a poll that returns granted.
  * --------------------------------------------------------------------------- */
 typedef struct bps_clock bps_clock;
@@ -644,7 +645,9 @@ bps_status bps_rate_get_stats(bps_rate *rate, bps_rate_stats *out);
 
 /* Joins the queue for n permits (see TICKETS above); *out_ticket is the caller's and must
  * be released with bps_ticket_release. notify must not be NULL. BPS_INVALID_ARGUMENT:
- * n never grantable. Nothing is taken until a poll returns granted. */
+ * n never grantable. Nothing is taken until a poll returns granted. Context: the ticket's
+ * on BPS_OK (release_context frees it); on any other status still the caller's (no
+ * callback is ever called with it). */
 bps_status bps_rate_enqueue(bps_rate *rate, int64_t n, bps_notify_fn notify,
                             bps_context_release_fn release_context, void *context,
                             bps_ticket **out_ticket);
@@ -735,7 +738,8 @@ bps_status bps_limiter_retry_after(bps_limiter *limiter, int64_t *out_ns);
 /* Fills *out (out->size set by the caller) with one snapshot. */
 bps_status bps_limiter_get_stats(bps_limiter *limiter, bps_limiter_stats *out);
 /* Joins the queue for one admission (TICKETS, rate section). A granted ticket holds a slot
- * (release it with bps_limiter_release_slot); released ungranted, it takes nothing. */
+ * (release it with bps_limiter_release_slot); released ungranted, it takes nothing.
+ * Context as bps_rate_enqueue: the ticket's on BPS_OK, else still the caller's. */
 bps_status bps_limiter_enqueue(bps_limiter *limiter, bps_notify_fn notify,
                                bps_context_release_fn release_context, void *context,
                                bps_ticket **out_ticket);
