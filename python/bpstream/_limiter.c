@@ -537,8 +537,9 @@ limiter_now(LimiterObject *self, PyObject *Py_UNUSED(ignored))
 
 PyDoc_STRVAR(limiter_retry_after_doc,
 "retry_after($self, /)\n--\n\n"
-"Seconds (on the limiter's clock) until one admission would be possible if nobody\n"
-"waited: 0.0 now, the rate's delay, or inf when only a released slot can admit.");
+"Seconds (on the limiter's clock) until a caller would be admitted if nothing\n"
+"changes, the waiters already in line admitted first: 0.0 now (nobody waits), the\n"
+"rate's delay for them and it, or inf when only a released slot can tell.");
 
 static PyObject *
 limiter_retry_after(LimiterObject *self, PyObject *Py_UNUSED(ignored))

@@ -598,8 +598,9 @@ rate_aacquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 
 PyDoc_STRVAR(rate_retry_after_doc,
 "retry_after($self, n=1, /)\n--\n\n"
-"Seconds (on the controller's clock) until n permits would be there if nobody\n"
-"waited; 0.0 when they are there now.");
+"Seconds (on the controller's clock) until a caller asking for n permits now would\n"
+"be granted if nothing changes: the waiters already in line come first (a bucket:\n"
+"the tokens they need, then n). 0.0: now, and nobody waits.");
 
 static PyObject *
 rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -10,6 +10,7 @@ aacquire takes nothing; tokens leak no references.
 
 import asyncio
 import gc
+import math
 import signal
 import sys
 import threading
@@ -592,6 +593,23 @@ def test_blocking_acquire_timeout_is_on_the_limiters_clock():
         call.outcome()
     assert (limiter.in_flight, limiter.waiting) == (1, 0)
     held.release()
+
+
+def test_retry_after_counts_the_waiters_ahead():
+    clock = ManualClock()
+    limiter = Limiter(rate=10, clock=clock)
+    held = limiter.try_acquire()
+    assert limiter.retry_after() == pytest.approx(0.1, abs=1e-6)
+    call = Call(limiter.acquire)
+    wait_until(lambda: limiter.waiting == 1)
+    assert limiter.retry_after() == pytest.approx(0.2, abs=1e-6)
+    clock.advance(0.1)
+    call.outcome().release()
+    held.release()
+    slots = Limiter(max_concurrent=1, clock=clock)
+    token = slots.acquire()
+    assert slots.retry_after() == math.inf
+    token.release()
 
 
 def test_async_waits_are_counted():

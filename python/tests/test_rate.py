@@ -417,6 +417,38 @@ def test_a_refusal_is_not_logged():
     assert window.try_acquire() is True
 
 
+def test_retry_after_counts_the_waiters_ahead():
+    """retry_after answers for a newcomer: the waiters in line are served first."""
+    clock = ManualClock()
+    bucket = TokenBucket(100, 2, clock=clock)
+    assert bucket.try_acquire(2)
+    assert bucket.retry_after() == pytest.approx(0.010, abs=1e-6)
+    first = Call(bucket.acquire)
+    wait_until(lambda: waiting(bucket) == 1)
+    assert bucket.retry_after() == pytest.approx(0.020, abs=1e-6)  # its token, then ours
+    second = Call(bucket.acquire, 2)
+    wait_until(lambda: waiting(bucket) == 2)
+    assert bucket.retry_after(2) == pytest.approx(0.050, abs=1e-6)  # 1 + 2 + 2 tokens
+    clock.advance(0.03)
+    assert first.outcome() == pytest.approx(0.03, abs=1e-6)
+    assert second.outcome() == pytest.approx(0.03, abs=1e-6)
+    assert bucket.retry_after() == pytest.approx(0.010, abs=1e-6)
+
+    # A window: each waiter ahead logs its grant, which must leave before a later one.
+    window = SlidingWindow(2, 1.0, clock=clock)
+    assert window.try_acquire() and window.try_acquire()
+    assert window.retry_after() == pytest.approx(1.0, abs=1e-6)
+    a, b = Call(window.acquire), None
+    wait_until(lambda: waiting(window) == 1)
+    assert window.retry_after() == pytest.approx(1.0, abs=1e-6)  # both log entries leave at 1.0
+    b = Call(window.acquire)
+    wait_until(lambda: waiting(window) == 2)
+    assert window.retry_after() == pytest.approx(2.0, abs=1e-6)  # then a and b's grants must leave
+    clock.advance(1.0)
+    a.outcome(), b.outcome()
+    assert window.retry_after() == pytest.approx(1.0, abs=1e-6)
+
+
 def test_sliding_window_n_and_retry_after():
     clock = ManualClock()
     window = SlidingWindow(4, 2.0, clock=clock)

@@ -311,14 +311,13 @@ final class AdmissionCore<Policy: PermitPolicy>: ClockListener, TicketHost, @unc
 
     // MARK: - Reading
 
-    /// Clock nanoseconds until `n` permits would be there if nobody waited: 0 now, nil
-    /// only an event can bring them (or never: check `canEverGrant`).
+    /// Clock nanoseconds until a newcomer asking for `n` permits now would be granted,
+    /// the waiters ahead served first (`AdmissionQueue.retryAfter`): 0 now, nil when only
+    /// an event can tell (or never: check `canEverGrant`).
     func retryAfter(_ n: Int) -> Int64? {
         lock.lock()
         defer { lock.unlock() }
-        let now = clock.now()
-        queue.policy.advance(to: now)
-        return queue.policy.delay(for: n, now: now)
+        return queue.retryAfter(n, now: clock.now())
     }
 
     func canEverGrant(_ n: Int) -> Bool {

@@ -193,6 +193,32 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         }
     }
 
+    /// Clock nanoseconds until a newcomer asking for `n` permits now would be granted if
+    /// nothing changes (no rate or limit change, no departure, every waiter taking its
+    /// permits when they are due): the waiters ahead are served first. 0: now (nobody
+    /// waits and the permits are there). nil: time alone cannot tell (a slot must be
+    /// released). A bucket answers in closed form from the queue's total demand; other
+    /// policies are played forward on a copy, granting each waiter ahead in turn
+    /// (O(waiters), plus a copy of a window's log). Waiters that can never be granted
+    /// (a lowered limit) are skipped: they leave without taking anything.
+    mutating func retryAfter(_ n: Int, now: Int64) -> Int64? {
+        policy.advance(to: now)
+        let ahead = waiters.filter { policy.canEverGrant($0.n) }
+        if ahead.isEmpty { return policy.delay(for: n, now: now) }
+        let demand = ahead.reduce(n) { $0 + $1.n }
+        if let delay = policy.estimatedDelay(forQueued: demand, now: now) { return delay }
+        var future = policy
+        var at = now
+        for waiter in ahead {
+            guard let delay = future.delay(for: waiter.n, now: at) else { return nil }
+            at = at.addingSaturated(delay)
+            future.advance(to: at)
+            future.take(waiter.n, now: at)
+        }
+        guard let delay = future.delay(for: n, now: at) else { return nil }
+        return at.addingSaturated(delay) - now
+    }
+
     /// Where a ticket stands, without taking anything: for `retryAfter` of the head.
     func isHead(_ id: UInt64) -> Bool { waiters.first?.id == id }
 

@@ -621,8 +621,12 @@ bps_status bps_rate_try_acquire_before_wait(bps_rate *rate, int64_t n);
  * BPS_CANCELLED (POLL): nothing taken. BPS_INVALID_ARGUMENT: n never grantable. */
 bps_status bps_rate_acquire(bps_rate *rate, int64_t n, int64_t timeout_ns,
                             const bps_waiter *waiter, int64_t *out_waited_ns);
-/* *out_ns = how long until n permits would be there if nobody waited (0: now), on the
- * rate's clock. BPS_INVALID_ARGUMENT: n never grantable. */
+/* *out_ns = how long until a caller asking for n permits now would be granted if nothing
+ * changes (rate, limit, departures), on the rate's clock: the waiters already in line are
+ * served first, so it includes their permits (a bucket: the tokens they need, then n;
+ * a window: the grants they add to the log). 0: now, and nobody waits. It is what a
+ * caller deciding whether to wait (acquire with a timeout) needs. BPS_INVALID_ARGUMENT:
+ * n never grantable. */
 bps_status bps_rate_retry_after(bps_rate *rate, int64_t n, int64_t *out_ns);
 /* Sets the rate in permits per second (finite, > 0). Bucket: its rate. Window: its limit
  * becomes round(rate * window) (must be >= 1). AIMD: its limit, clamped to [min, max].
@@ -732,8 +736,9 @@ bps_status bps_limiter_set_max_concurrent(bps_limiter *limiter, int64_t max_conc
 /* Sets the rate (> 0, or 0: none, if max_concurrent is set) and burst (1 ... 2^31; 0
  * keeps the current one, 1 if there was none). A new rate limit starts full. */
 bps_status bps_limiter_set_rate(bps_limiter *limiter, double rate, int64_t burst);
-/* *out_ns = how long until one admission would be possible if nobody waited: 0 now,
- * > 0 the rate's delay, -1 only a released slot can admit. */
+/* *out_ns = how long until a caller would be admitted if nothing changes, the waiters in
+ * line served first (as bps_rate_retry_after): 0 now (nobody waits), > 0 the rate's delay
+ * for them and it, -1 only a released slot can tell. */
 bps_status bps_limiter_retry_after(bps_limiter *limiter, int64_t *out_ns);
 /* Fills *out (out->size set by the caller) with one snapshot. */
 bps_status bps_limiter_get_stats(bps_limiter *limiter, bps_limiter_stats *out);
