@@ -350,8 +350,18 @@ public func abiTicketPoll(_ ticket: OpaquePointer?, _ out: UnsafeMutablePointer<
         case .granted: out.pointee = 0
         case .retryAfter(let ns): out.pointee = Swift.max(1, ns)
         case .waitForNotify: out.pointee = -1
+        case .timedOut: return BPS_TIMED_OUT
         case .impossible: return BPS_INVALID_ARGUMENT
         }
+        return BPS_OK
+    }
+}
+
+@_cdecl("bps_ticket_set_timeout")
+public func abiTicketSetTimeout(_ ticket: OpaquePointer?, _ timeout: Int64) -> bps_status {
+    guard let ticket else { return BPS_INVALID_ARGUMENT }
+    return Unmanaged<TicketHandle>.fromOpaque(UnsafeRawPointer(ticket))._withUnsafeGuaranteedRef { handle in
+        handle.ticket.setTimeout(nanoseconds: timeout)
         return BPS_OK
     }
 }

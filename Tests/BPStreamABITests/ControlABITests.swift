@@ -395,4 +395,42 @@ final class ControlABITests: XCTestCase {
         XCTAssertEqual(bps_ticket_release(ticket, 0), BPS_OK)
         XCTAssertEqual(probe.released, 1)
     }
+
+    func testATicketTimeoutIsTimedByTheCore() throws {
+        let clock = try manualClock()
+        defer { bps_clock_release(clock) }
+        let rate = try makeRate(bucketConfig(rate: 10, burst: 1, clock: clock))
+        defer { bps_rate_release(rate) }
+        XCTAssertEqual(bps_rate_try_acquire(rate, 1), BPS_OK)
+        let head = TicketProbe(), behind = TicketProbe()
+        var a: OpaquePointer?, b: OpaquePointer?
+        XCTAssertEqual(bps_rate_enqueue(rate, 1, probeNotify, probeRelease,
+                                        Unmanaged.passUnretained(head).toOpaque(), &a), BPS_OK)
+        XCTAssertEqual(bps_rate_enqueue(rate, 1, probeNotify, probeRelease,
+                                        Unmanaged.passUnretained(behind).toOpaque(), &b), BPS_OK)
+        XCTAssertEqual(bps_ticket_set_timeout(b, 50 * ms), BPS_OK)
+        var retry: Int64 = 0
+        XCTAssertEqual(bps_ticket_poll(a, &retry), BPS_OK)
+        XCTAssertEqual(retry, 100 * ms)
+        XCTAssertEqual(bps_ticket_poll(b, &retry), BPS_OK)
+        XCTAssertEqual(retry, 50 * ms, "behind the head, with a timeout: the time left")
+        XCTAssertEqual(bps_clock_advance(clock, 49 * ms), BPS_OK)
+        XCTAssertEqual(behind.notified, 0)
+        XCTAssertEqual(bps_ticket_poll(b, &retry), BPS_OK)
+        XCTAssertEqual(retry, 1 * ms)
+        XCTAssertEqual(bps_clock_advance(clock, 1 * ms), BPS_OK)
+        XCTAssertEqual(behind.notified, 1, "a move past its timeout notifies it")
+        XCTAssertEqual(head.notified, 0, "not due yet")
+        XCTAssertEqual(bps_ticket_poll(b, &retry), BPS_TIMED_OUT)
+        XCTAssertEqual(rateStats(rate).waiting, 2, "queued until released")
+        XCTAssertEqual(bps_ticket_release(b, 1), BPS_OK)
+        XCTAssertEqual(bps_clock_advance(clock, 50 * ms), BPS_OK)
+        XCTAssertEqual(bps_ticket_poll(a, &retry), BPS_OK)
+        XCTAssertEqual(retry, 0, "granted")
+        XCTAssertEqual(bps_ticket_release(a, 0), BPS_OK)
+        let stats = rateStats(rate)
+        XCTAssertEqual(stats.granted, 2)
+        XCTAssertEqual(stats.timed_out, 1)
+        XCTAssertEqual(stats.waiting, 0)
+    }
 }

@@ -12,11 +12,13 @@ in arrival order and nobody barges. The rules are _aio.py's:
   notify on any thread (a thread releasing a slot, a rate change, a ManualClock moving)
   and it only writes that eventfd; the loop's reader callback runs dispatch() below,
   which resolves the future of every registered ticket that was notified.
-- Time: on the monotonic clock nothing notifies a ticket when its permits come due, so
-  the waiter also sleeps (loop.call_later) until the due time the poll gave, or its
-  deadline. On a ManualClock every move notifies the tickets on it, so no timer is set;
-  the timeout is measured on the controller's clock, as for blocking acquire() (a
-  waiter with a timeout on a ManualClock re-reads it every MANUAL_DEADLINE_CHECK s).
+- Time: the ticket carries its timeout (ticket.set_timeout, on the controller's clock,
+  counted from its enqueue), so the core times it as it times a blocking acquire(): a
+  poll after it passed raises TimeoutError. On the monotonic clock nothing notifies a
+  ticket when its permits come due or its timeout passes, so the waiter sleeps
+  (loop.call_later) for the time the poll gave (the sooner of the two). On a ManualClock
+  every move notifies the tickets it makes due or whose timeout it passes, so no timer
+  is set at all.
 """
 
 from __future__ import annotations
@@ -25,11 +27,6 @@ import asyncio
 import math
 
 from . import _aio
-
-# A move of a ManualClock notifies only the tickets it makes due, not those whose timeout
-# it passes: a waiter with a timeout on such a clock looks at the clock this often (real
-# seconds). Only tests and simulations use a ManualClock.
-MANUAL_DEADLINE_CHECK = 0.01
 
 
 class _Tickets:
@@ -67,26 +64,21 @@ async def _wait_granted(owner, ticket, timeout, loop, tickets: _Tickets) -> floa
     takes nothing (counted as timed out or cancelled)."""
     manual = owner.clock is not None
     start = owner._now()
-    deadline = None if timeout is None else start + timeout
     timed_out = False
     try:
+        if timeout is not None:
+            ticket.set_timeout(timeout)
         while True:
             ticket.take_pending()  # a notify from now on wakes the wait below
-            retry_ns = ticket.poll()
+            try:
+                retry_ns = ticket.poll()
+            except TimeoutError:
+                timed_out = True
+                raise
             if retry_ns == 0:
                 return owner._now() - start
-            now = owner._now()
-            if deadline is not None and now >= deadline:
-                timed_out = True
-                raise TimeoutError
-            delay = math.inf
-            if not manual:
-                if retry_ns > 0:
-                    delay = retry_ns / 1e9
-                if deadline is not None:
-                    delay = min(delay, deadline - now)
-            elif deadline is not None:
-                delay = MANUAL_DEADLINE_CHECK
+            # > 0: permits due or timeout passing then (a ManualClock notifies instead).
+            delay = retry_ns / 1e9 if retry_ns > 0 and not manual else math.inf
             future = loop.create_future()
             tickets.futures[ticket] = future
             timer = loop.call_later(delay, _wake, future) if delay != math.inf else None

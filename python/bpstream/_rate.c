@@ -1214,8 +1214,9 @@ ticket_dealloc(TicketObject *self)
     Py_DECREF(tp);
 }
 
-/* poll() -> 0 granted (the permits are taken), > 0 ns until due on the owner's clock,
- * -1 wait for a notify. */
+/* poll() -> 0 granted (the permits are taken), > 0 ns until due (or until its timeout) on
+ * the owner's clock, -1 wait for a notify. TimeoutError: its timeout passed ungranted
+ * (nothing taken; release it as timed out). */
 static PyObject *
 ticket_poll(TicketObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1225,11 +1226,32 @@ ticket_poll(TicketObject *self, PyObject *Py_UNUSED(ignored))
     }
     int64_t retry = -1;
     bps_status status = bps_ticket_poll(self->ticket, &retry);
+    if (status == BPS_TIMED_OUT) {
+        PyErr_SetNone(PyExc_TimeoutError);
+        return NULL;
+    }
     if (status != BPS_OK) {
         PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &bpstream_module);
         return module == NULL ? NULL : set_error(get_module_state(module), status);
     }
     return PyLong_FromLongLong((long long)retry);
+}
+
+/* set_timeout(seconds): the ticket's timeout on the owner's clock, from its enqueue
+ * (None: none). The core times it: a ManualClock moving past it notifies the ticket. */
+static PyObject *
+ticket_set_timeout(TicketObject *self, PyObject *timeout)
+{
+    int64_t timeout_ns;
+    if (self->ticket == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ticket already released");
+        return NULL;
+    }
+    if (timeout_to_ns(timeout, &timeout_ns) < 0) {
+        return NULL;
+    }
+    (void)bps_ticket_set_timeout(self->ticket, timeout_ns);
+    Py_RETURN_NONE;
 }
 
 /* take_pending() -> whether a notify came since the last call (and clear). */
@@ -1262,6 +1284,7 @@ ticket_release(TicketObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef ticket_methods[] = {
     {"poll", (PyCFunction)ticket_poll, METH_NOARGS, NULL},
     {"take_pending", (PyCFunction)ticket_take_pending, METH_NOARGS, NULL},
+    {"set_timeout", (PyCFunction)ticket_set_timeout, METH_O, NULL},
     {"release", (PyCFunction)(void (*)(void))ticket_release, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -672,6 +672,40 @@ def test_async_waits_are_not_refusals():
     assert (st["granted"], st["refused"], st["cancelled"], st["timed_out"], st["waiting"]) == (2, 1, 1, 1, 0)
 
 
+def test_aacquire_timeout_on_a_manual_clock_is_timed_by_the_clock():
+    """The ticket carries its timeout: the waiting task sets no timer (no polling on real
+    time), and the clock move that passes its timeout ends it."""
+    clock = ManualClock()
+    bucket = TokenBucket(1, 1, clock=clock)
+    bucket.try_acquire()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        timers = []
+        call_later = loop.call_later
+
+        def counting_call_later(delay, callback, *args, **kwargs):
+            if getattr(callback, "__module__", "").startswith("bpstream"):
+                timers.append(delay)
+            return call_later(delay, callback, *args, **kwargs)
+
+        loop.call_later = counting_call_later
+        task = asyncio.create_task(bucket.aacquire(timeout=0.5))
+        await asyncio.sleep(0.05)
+        assert waiting(bucket) == 1
+        assert timers == [], "a timer polls the clock"
+        clock.advance(0.4)
+        await asyncio.sleep(0.02)
+        assert not task.done()
+        clock.advance(0.1)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(task, WITHIN)
+
+    run(main())
+    st = bucket.stats()
+    assert (st["granted"], st["timed_out"], st["waiting"]) == (1, 1, 0)
+
+
 def test_a_cancelled_aacquire_takes_nothing():
     clock = ManualClock()
     bucket = TokenBucket(10, 1, clock=clock)

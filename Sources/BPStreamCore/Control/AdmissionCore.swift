@@ -27,6 +27,10 @@ public enum TicketPoll: Sendable, Equatable {
     case retryAfter(Int64)
     /// Not yet: wait for the notification (not the head, or waiting for a slot).
     case waitForNotify
+    /// Its timeout (`AdmissionTicket.setTimeout`) passed on the controller's clock before
+    /// it was granted. Nothing was taken; it is still in the queue until released
+    /// (`release(timedOut: true)` counts it as timed out).
+    case timedOut
     /// The limit was lowered below the ticket's `n`: it can never be granted. It left the
     /// queue, taking nothing.
     case impossible
@@ -35,6 +39,7 @@ public enum TicketPoll: Sendable, Equatable {
 /// What a ticket needs of the controller it waits on.
 protocol TicketHost: AnyObject, Sendable {
     func poll(_ ticket: AdmissionTicket) -> TicketPoll
+    func setTimeout(_ ticket: AdmissionTicket, nanoseconds: Int64)
     func release(_ ticket: AdmissionTicket, timedOut: Bool)
 }
 
@@ -61,6 +66,13 @@ public final class AdmissionTicket: @unchecked Sendable {
 
     /// Tries to take the ticket's permits (see `TicketPoll`).
     public func poll() -> TicketPoll { host.poll(self) }
+
+    /// Gives the ticket a timeout on the controller's clock, counted from when it joined
+    /// the queue (`< 0`: none, the default). Once it passes, a poll that cannot grant
+    /// says `.timedOut`; a `ManualClock` moving past it notifies the ticket, and a poll on
+    /// the system clock reports the time left in `.retryAfter`, so its holder needs no
+    /// timer of its own. Poll after setting it (it may have passed already).
+    public func setTimeout(nanoseconds: Int64) { host.setTimeout(self, nanoseconds: nanoseconds) }
 
     /// Leaves the queue; an ungranted ticket takes nothing and counts as cancelled (or
     /// timed out). Releasing twice does nothing more. A granted ticket's permits stay taken.
@@ -274,23 +286,33 @@ final class AdmissionCore<Policy: PermitPolicy>: ClockListener, TicketHost, @unc
         case .queued: break
         }
         let now = clock.now()
+        let deadline = queue.deadline(of: ticket.id) ?? .max
         let result: TicketPoll
         switch queue.attempt(ticket.id, now: now) {
         case .granted:
             ticket.phase = .granted
             tickets[ticket.id] = nil
             result = .granted
-        case .due(let at): result = .retryAfter(Swift.max(1, at - now))
-        case .waitingForEvent, .behind: result = .waitForNotify
         case .impossible, .unknown:
             ticket.phase = .released
             tickets[ticket.id] = nil
             result = .impossible
+        case _ where now >= deadline:
+            result = .timedOut  // granting came first; it stays queued until released
+        case .due(let at): result = .retryAfter(Swift.max(1, Swift.min(at, deadline) - now))
+        case .waitingForEvent, .behind:
+            result = deadline == .max ? .waitForNotify : .retryAfter(Swift.max(1, deadline - now))
         }
         let wakes = collectWakes(now: now, expired: false)
         lock.unlock()
         deliver(wakes)
         return result
+    }
+
+    func setTimeout(_ ticket: AdmissionTicket, nanoseconds: Int64) {
+        lock.lock()
+        if ticket.phase == .queued { queue.setTimeout(ticket.id, nanoseconds: nanoseconds) }
+        lock.unlock()
     }
 
     func release(_ ticket: AdmissionTicket, timedOut: Bool) {

@@ -74,7 +74,7 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         /// Clock time the wait began.
         let enqueuedAt: Int64
         /// Clock time its timeout passes (`Int64.max`: none).
-        let deadline: Int64
+        var deadline: Int64
         /// Woken (signalled or notified) and has not looked yet: no second wake-up.
         var wakePending = false
         /// Clock time the head waits until (nil: it waits for an event).
@@ -217,6 +217,20 @@ struct AdmissionQueue<Policy: PermitPolicy> {
         }
         guard let delay = future.delay(for: n, now: at) else { return nil }
         return at.addingSaturated(delay) - now
+    }
+
+    /// Sets the waiter's timeout, counted from when it joined (`< 0`: none). A clock move
+    /// past it wakes the waiter (`wakeList(expired: true)`). Returns false if not queued.
+    @discardableResult
+    mutating func setTimeout(_ id: UInt64, nanoseconds: Int64) -> Bool {
+        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return false }
+        waiters[index].deadline = nanoseconds < 0 ? .max : waiters[index].enqueuedAt.addingSaturated(nanoseconds)
+        return true
+    }
+
+    /// The clock time the waiter's timeout passes (`Int64.max`: none); nil if not queued.
+    func deadline(of id: UInt64) -> Int64? {
+        waiters.first(where: { $0.id == id })?.deadline
     }
 
     /// Where a ticket stands, without taking anything: for `retryAfter` of the head.

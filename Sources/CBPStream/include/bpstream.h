@@ -523,7 +523,8 @@ bps_status bps_reader_stop(bps_reader *reader);
  *  1. bps_rate_enqueue (or bps_limiter_enqueue): the ticket joins the queue like a thread;
  *  2. bps_ticket_poll: granted (the permits are taken; the ticket is done), or not yet;
  *  3. notify(context, BPS_TICKET_WAKE) is called whenever the ticket should poll again
- *     (it became the head, the rate or limit changed, the clock moved, a slot freed):
+ *     (it became the head, the rate or limit changed, a manual clock moved to its due
+ *     time or past its timeout (bps_ticket_set_timeout), a slot freed):
  *     OUTSIDE every lock, on any thread, possibly a native thread holding no runtime
  *     lock, so notify must only pass the news on (an eventfd write, a flag), never block;
  *  4. bps_ticket_release: always, once. A ticket not granted leaves the queue taking
@@ -655,12 +656,21 @@ bps_status bps_rate_get_stats(bps_rate *rate, bps_rate_stats *out);
 bps_status bps_rate_enqueue(bps_rate *rate, int64_t n, bps_notify_fn notify,
                             bps_context_release_fn release_context, void *context,
                             bps_ticket **out_ticket);
-/* Tries to take the ticket's permits. BPS_OK always (unless an argument is bad), with
+/* Tries to take the ticket's permits. BPS_OK (unless an argument is bad), with
  * *out_retry_ns: 0 granted (taken; the ticket is done, later polls say 0 again);
- * > 0 not yet, the permits are due in that many ns on the clock (poll again then, or on
- * notify); -1 not yet, wait for notify (not the head, or waiting for a slot).
- * BPS_INVALID_ARGUMENT: the limit was lowered below n; the ticket left the queue. */
+ * > 0 not yet, poll again in that many ns on the clock (its permits are due, or its
+ * timeout passes, then; or on notify); -1 not yet, wait for notify (not the head, or
+ * waiting for a slot; never with a timeout set). BPS_TIMED_OUT: not granted and its
+ * timeout (bps_ticket_set_timeout) has passed: nothing taken, it stays queued until
+ * released (release it with timed_out = 1). BPS_INVALID_ARGUMENT: the limit was lowered
+ * below n; the ticket left the queue. */
 bps_status bps_ticket_poll(bps_ticket *ticket, int64_t *out_retry_ns);
+/* Gives the ticket a timeout on its owner's clock, counted from its enqueue (< 0: none,
+ * the default), so the core times it like a blocking acquire's: a manual clock moving past
+ * it notifies the ticket, and a poll reports the time left (> 0) or BPS_TIMED_OUT. The
+ * holder needs no timer of its own on a manual clock. Poll after setting it (it may have
+ * passed already). A granted or released-and-not-freed ticket ignores it. */
+bps_status bps_ticket_set_timeout(bps_ticket *ticket, int64_t timeout_ns);
 /* Leaves the queue and frees the ticket. An ungranted ticket takes nothing and counts as
  * cancelled (timed_out nonzero: as timed out); if it was the head, the next is woken.
  * A granted ticket's permits stay taken (a limiter's slot: bps_limiter_release_slot). */
