@@ -290,3 +290,30 @@ final class AIMDTests: XCTestCase {
         XCTAssertEqual(aimd.attempt(2), .impossible)
     }
 }
+
+/// The queue as a pure value: when a promoted head is planned.
+final class AdmissionQueuePlanningTests: XCTestCase {
+    func testAPromotedHeadIsPlannedAtPromotion() {
+        var queue = AdmissionQueue(policy: TokenBucketPermits(rate: 100, burst: 1, startFull: false, now: 0))
+        let a = queue.enqueue(1, now: 0)
+        let b = queue.enqueue(1, now: 0)
+        XCTAssertEqual(queue.attempt(a, now: 0), .due(at: 10 * ms))
+        XCTAssertEqual(queue.attempt(b, now: 0), .behind(until: nil))
+        XCTAssertEqual(queue.attempt(a, now: 10 * ms), .granted(waited: 10 * ms))
+        XCTAssertEqual(queue.wakeList(now: 10 * ms), [b], "promoted, due at 20 ms")
+        // b first looks long after: its grant is dated 20 ms, as if it had run at once.
+        XCTAssertEqual(queue.attempt(b, now: 510 * ms), .granted(waited: 510 * ms))
+        XCTAssertEqual(queue.policy.tokens(now: 510 * ms), 1, accuracy: 1e-9)
+    }
+
+    func testRetryAfterCountsTheWaitersAhead() {
+        var queue = AdmissionQueue(policy: TokenBucketPermits(rate: 100, burst: 2, startFull: false, now: 0))
+        XCTAssertEqual(queue.retryAfter(1, now: 0), 10 * ms)
+        _ = queue.enqueue(2, now: 0)
+        XCTAssertEqual(queue.retryAfter(1, now: 0), 30 * ms)
+        var window = AdmissionQueue(policy: SlidingWindowPermits(limit: 1, window: second))
+        XCTAssertEqual(window.tryAcquire(1, now: 0), .granted)
+        _ = window.enqueue(1, now: 0)
+        XCTAssertEqual(window.retryAfter(1, now: 0), 2 * second, "the waiter's grant at 1 s must leave first")
+    }
+}

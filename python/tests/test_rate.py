@@ -706,6 +706,29 @@ def test_aacquire_timeout_on_a_manual_clock_is_timed_by_the_clock():
     assert (st["granted"], st["timed_out"], st["waiting"]) == (1, 1, 0)
 
 
+def test_a_promoted_head_is_planned_at_promotion_not_when_it_runs():
+    """Outcomes on a ManualClock do not depend on scheduling: a ticket promoted to the head
+    at 0.01 (its token due at 0.02) is granted dated 0.02 even if its task first runs after
+    the clock jumped to 0.51, so the bucket has refilled its one token by then."""
+    clock = ManualClock()
+    bucket = TokenBucket(100, 1, clock=clock)
+    bucket.try_acquire()
+
+    async def main():
+        head = Call(bucket.acquire)
+        wait_until(lambda: waiting(bucket) == 1)
+        task = asyncio.create_task(bucket.aacquire())
+        await asyncio.sleep(0.02)
+        assert waiting(bucket) == 2
+        clock.advance(0.01)
+        head.outcome()  # granted at 0.01; the task is promoted but cannot run (loop busy)
+        clock.advance(0.5)
+        await asyncio.wait_for(task, WITHIN)
+        assert bucket.try_acquire() is True, "the task's grant was dated when it ran"
+
+    run(main())
+
+
 def test_a_cancelled_aacquire_takes_nothing():
     clock = ManualClock()
     bucket = TokenBucket(10, 1, clock=clock)

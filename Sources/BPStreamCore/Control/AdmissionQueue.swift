@@ -7,6 +7,9 @@
 // - no barging: `tryAcquire` refuses while anyone waits;
 // - first come, first served: only the head may be granted; it takes its permits itself
 //   (a waiter is woken, never handed permits, so one that gives up takes nothing);
+// - planned at the change: a head is given its due time (`plannedAt`) under the lock by
+//   the change that promotes or re-plans it, and its grant is dated from that plan, so
+//   its own thread's or task's timing does not move anyone's grant;
 // - one wake-up per grant: the head waits for its due time (`plannedAt`); a thread behind
 //   it waits either for an event (woken when it becomes the head) or, when the policy can
 //   tell (a bucket: the permits of everyone ahead, then its own), until the time its turn
@@ -258,13 +261,20 @@ struct AdmissionQueue<Policy: PermitPolicy> {
                 wake = true
             } else {
                 policy.advance(to: now)
+                // The head is planned HERE, under the lock, at the change (a promotion, a new
+                // rate, a moved clock): its grant is dated from this plan, not from when its
+                // thread or task next runs, so outcomes on a manual clock do not depend on
+                // scheduling.
                 switch policy.delay(for: head.n, now: now) {
-                case 0?: wake = true
+                case 0?:
+                    wake = true
+                    if !(head.plannedAt.map { $0 <= now } ?? false) { waiters[0].plannedAt = now }
                 case let delay?:
                     // Re-planned only when due clearly earlier: float rounding moves `at`
                     // by a nanosecond or so between looks, and a read is no reason to wake.
                     let at = now.addingSaturated(delay)
                     wake = head.plannedAt.map { $0 > at.addingSaturated(Self.replanSlack) } ?? true
+                    if wake { waiters[0].plannedAt = at }
                 case nil: wake = false
                 }
             }
