@@ -211,7 +211,7 @@ public func abiRateRelease(_ rate: OpaquePointer?) -> bps_status {
 public func abiRateTryAcquire(_ rate: OpaquePointer?, _ n: Int64) -> bps_status {
     withRate(rate) { handle in
         guard let n = permits(n) else { return BPS_INVALID_ARGUMENT }
-        switch handle.controller.attempt(n) {
+        switch handle.controller.attempt(n, countingRefusal: true) {
         case .granted: return BPS_OK
         case .refused: return BPS_FULL
         case .impossible: return BPS_INVALID_ARGUMENT

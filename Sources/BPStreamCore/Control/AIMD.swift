@@ -93,6 +93,7 @@ struct AIMDPermits: PermitPolicy {
     func canEverGrant(_ n: Int) -> Bool { bucket.canEverGrant(n) }
     func delay(for n: Int, now: Int64) -> Int64? { bucket.delay(for: n, now: now) }
     mutating func take(_ n: Int, now: Int64) { bucket.take(n, now: now) }
+    mutating func takeIfAvailable(_ n: Int, now: Int64) -> Bool { bucket.takeIfAvailable(n, now: now) }
     func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? {
         bucket.estimatedDelay(forQueued: demand, now: now)
     }

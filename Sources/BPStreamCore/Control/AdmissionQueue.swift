@@ -28,6 +28,9 @@ protocol PermitPolicy {
     /// Takes `n` permits; called only when `delay(for: n, now: now) == 0`. `now` may be a
     /// waiter's due time, a little before the clock's time (never before its last look).
     mutating func take(_ n: Int, now: Int64)
+    /// `delay(for: n, now: now) == 0` and then `take(n, now: now)`, in one step (the hot
+    /// path of `tryAcquire`; a bucket computes its tokens once).
+    mutating func takeIfAvailable(_ n: Int, now: Int64) -> Bool
     /// Brings time-driven state up to `now` (AIMD's windows); called before every decision.
     mutating func advance(to now: Int64)
     /// Clock nanoseconds until `demand` permits (a waiter's own plus those of everyone
@@ -36,6 +39,11 @@ protocol PermitPolicy {
 }
 
 extension PermitPolicy {
+    mutating func takeIfAvailable(_ n: Int, now: Int64) -> Bool {
+        guard delay(for: n, now: now) == 0 else { return false }
+        take(n, now: now)
+        return true
+    }
     mutating func advance(to now: Int64) {}
     func estimatedDelay(forQueued demand: Int, now: Int64) -> Int64? { nil }
 }
@@ -121,8 +129,7 @@ struct AdmissionQueue<Policy: PermitPolicy> {
     mutating func tryAcquire(_ n: Int, now: Int64, countRefusal: Bool = true) -> AdmissionTry {
         guard n >= 1, policy.canEverGrant(n) else { return .impossible }
         policy.advance(to: now)
-        if waiters.isEmpty, policy.delay(for: n, now: now) == 0 {
-            policy.take(n, now: now)
+        if waiters.isEmpty, policy.takeIfAvailable(n, now: now) {
             counters.granted &+= 1
             return .granted
         }

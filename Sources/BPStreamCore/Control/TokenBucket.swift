@@ -47,6 +47,17 @@ struct TokenBucketPermits: PermitPolicy {
         stored = Swift.max(0, stored - Double(n))
     }
 
+    /// `delay(for: n, now: now) == 0` then `take(n, now: now)`, the tokens computed once.
+    @inline(__always)
+    mutating func takeIfAvailable(_ n: Int, now: Int64) -> Bool {
+        guard n <= burst else { return false }
+        let available = tokens(now: now)
+        guard Double(n) - available <= Self.tolerance else { return false }
+        stored = Swift.max(0, available - Double(n))
+        updatedAt = Swift.max(updatedAt, now)
+        return true
+    }
+
     private mutating func refill(now: Int64) {
         stored = tokens(now: now)
         updatedAt = Swift.max(updatedAt, now)
