@@ -14,9 +14,12 @@ Time moves in whole milliseconds, so the clock's nanoseconds are exact on both s
 Limiter waiters (slot limits only) are real threads blocked in acquire(): the reference
 keeps them in one FIFO line in which only the head may be admitted (no barging:
 try_acquire refuses while anyone waits), and after every step the threads the product has
-admitted must be exactly the ones the reference admitted. (Rate waiters are not modelled:
-when a promoted head plans its due time depends on when its thread runs; FIFO, no barging
-and wake-ups of rate waiters are test_rate.py's.)
+admitted must be exactly the ones the reference admitted. (Rate waiters are not modelled.
+Their outcomes no longer depend on scheduling (a promoted head is planned under the lock at
+promotion), but a reference would have to copy the queue's planning rules (each waiter's
+plan at its own look, re-plans only when due clearly earlier, grants dated at the plan):
+it would restate the implementation rather than the issue's definitions. FIFO, no barging,
+dated grants and wake-ups of rate waiters are test_rate.py's.)
 """
 MAX_WAITERS = 3
 
