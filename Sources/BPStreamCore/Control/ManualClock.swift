@@ -17,7 +17,8 @@ protocol ClockListener: AnyObject, Sendable {
 /// A clock that starts at 0 and moves only by `advance`.
 ///
 /// Every controller and limiter on the clock re-plans as soon as it moves: a waiter whose
-/// permits (or timeout) are due by the new time is woken, a ticket due by then notified.
+/// permits (or timeout) are due by the new time is woken, a ticket due (or timed out) by
+/// then notified.
 /// Waits on a manual clock still poll their `WaitObserver` on real time.
 ///
 /// - Important: Thread-safe.

@@ -509,8 +509,9 @@ bps_status bps_reader_stop(bps_reader *reader);
  * Where a bps_clock* is optional, NULL means CLOCK_MONOTONIC. Every time a controller
  * takes (timeouts, retry-after, waited ns, rates) is on ITS clock. When a manual clock
  * moves, every controller and limiter on it re-plans at once: a waiter due by then is
- * woken, a ticket due by then is notified. A wait hook's POLL still runs every
- * poll_interval_ns of REAL time while waiting (Ctrl-C works on a clock that stands still).
+ * woken, a ticket due by then (or past its timeout) is notified. A wait hook's POLL
+ * still runs every poll_interval_ns of REAL time while waiting (Ctrl-C works on a clock
+ * that stands still).
  *
  * PERMITS: n >= 1. try_acquire never waits and takes nothing when it refuses; it refuses
  * (BPS_FULL) while anyone waits (no barging). Waiters (threads and tickets alike) are
