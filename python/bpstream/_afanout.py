@@ -27,10 +27,24 @@ from ._workers import CHUNK, FAILED, GRACE, PROCESSED, check_deadline, check_wor
 
 
 async def _task_worker(fn, stream, counts, on_error):
+    # Whatever the worker raises is its item's failure, and the task goes on to the next
+    # item (a dead task would leave the stream without its consumer: with every task dead a
+    # block submit waits forever). Only two things end the task: the cancellation of the task
+    # itself (the deadline's, or asyncio.run's; task.cancelling() tells it apart from a
+    # CancelledError the worker got from something else it awaited), and KeyboardInterrupt
+    # or SystemExit, which asyncio passes on to whoever runs the loop.
+    task = asyncio.current_task()
     async for item in stream:
         try:
             await fn(item)
-        except Exception as exc:  # noqa: BLE001 - counted and kept; CancelledError passes
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except asyncio.CancelledError as exc:
+            if task.cancelling():
+                raise
+            counts[FAILED] += 1
+            on_error(exc)
+        except BaseException as exc:  # noqa: BLE001 - counted and kept
             counts[FAILED] += 1
             on_error(exc)
         else:

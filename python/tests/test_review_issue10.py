@@ -1,0 +1,116 @@
+"""Adversarial review of issue 10's pure-Python pieces: each test here failed before the
+fix it names (Kanban, FanOut, AsyncFanOut, Pipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+
+import pytest
+
+from bpstream import AsyncFanOut, Kanban
+
+
+def run(coro, within=10.0):
+    async def bounded():
+        return await asyncio.wait_for(coro, within)  # a hang fails the test, not the suite
+
+    return asyncio.run(bounded())
+
+
+# --- Kanban: an infinite (or huge) timeout means "wait as long as it takes" ---------------
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300, sys.float_info.max])
+def test_pull_with_an_infinite_timeout_waits_for_room(timeout):
+    board = Kanban({"a": 1})
+    board.add(1)
+    board.add(2)
+    assert board.pull(1)
+    freer = threading.Timer(0.1, board.pull, args=(1,))
+    freer.start()
+    try:
+        assert board.pull(2, timeout=timeout) is True  # was OverflowError
+    finally:
+        freer.join()
+    assert board.items("a") == [2]
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300])
+def test_apull_with_an_infinite_timeout_waits_for_room(timeout):
+    async def scenario():
+        board = Kanban({"a": 1})
+        board.add(1)
+        board.add(2)
+        assert board.pull(1)
+        asyncio.get_running_loop().call_later(0.1, board.pull, 1)
+        assert await board.apull(2, timeout=timeout) is True
+        return board.items("a")
+
+    assert run(scenario()) == [2]
+
+
+# --- AsyncFanOut: a worker's exception never kills its task ------------------------------
+
+
+def test_a_worker_raising_cancelled_error_of_its_own_counts_as_failed_and_the_task_goes_on():
+    # A worker awaiting something that was cancelled (a cancelled future, a sub-task
+    # cancelled elsewhere) raises CancelledError although its task was never cancelled.
+    # That is the worker's failure, not a cancellation of the fan-out: before the fix each
+    # such item killed a task, and with every task dead feed() waited forever.
+    async def scenario():
+        async def work(x):
+            if x % 2 == 0:
+                future = asyncio.get_running_loop().create_future()
+                future.cancel()
+                await future
+
+        async with AsyncFanOut(work, workers=2, capacity=2) as fan:
+            assert await fan.feed(range(20)) == 20
+        return fan.report
+
+    report = run(scenario())
+    assert (report.produced, report.processed, report.failed) == (20, 10, 10)
+    assert (report.joined, report.aborted) == (2, 0)
+    assert report.balanced and report.reason == "drained"
+    assert all(isinstance(e, asyncio.CancelledError) for e in report.errors)
+
+
+class Custom(BaseException):
+    pass
+
+
+def test_a_worker_raising_a_base_exception_counts_as_failed_and_the_task_goes_on():
+    async def scenario():
+        async def work(x):
+            if x < 5:
+                raise Custom(x)
+
+        async with AsyncFanOut(work, workers=2, capacity=2) as fan:
+            assert await fan.feed(range(20)) == 20
+        return fan.report
+
+    report = run(scenario())
+    assert (report.produced, report.processed, report.failed) == (20, 15, 5)
+    assert (report.joined, report.aborted) == (2, 0)
+    assert report.balanced
+    assert sorted(e.args[0] for e in report.errors) == [0, 1, 2, 3, 4]
+
+
+def test_a_task_cancelled_at_the_deadline_is_still_cancelled_not_failed():
+    # The other side of the CancelledError rule: the deadline's own cancellation ends the
+    # task and its item is abandoned, not failed.
+    async def scenario():
+        async def work(x):
+            await asyncio.sleep(30)
+
+        fan = AsyncFanOut(work, workers=2, capacity=8)
+        await fan.feed(range(5))
+        await asyncio.sleep(0.05)
+        return await fan.shutdown(deadline=0.1)
+
+    report = run(scenario())
+    assert (report.failed, report.abandoned, report.discarded, report.aborted) == (0, 2, 3, 2)
+    assert report.balanced and report.deadline_hit
