@@ -114,3 +114,38 @@ def test_a_task_cancelled_at_the_deadline_is_still_cancelled_not_failed():
     report = run(scenario())
     assert (report.failed, report.abandoned, report.discarded, report.aborted) == (0, 2, 3, 2)
     assert report.balanced and report.deadline_hit
+
+
+# --- FanOut: a Ctrl-C while shutdown() joins the ended threads keeps the report ------------
+
+
+def test_ctrl_c_while_shutdown_joins_its_threads_keeps_the_report(monkeypatch):
+    # shutdown() ends by joining the worker threads that ended. A KeyboardInterrupt there
+    # (a second Ctrl-C) escaped before the report was published: fan.report stayed None and
+    # every later shutdown() (the with block's exit, too) waited forever for it.
+    from bpstream import FanOut
+
+    fan = FanOut(lambda x: None, workers=2, name="join-interrupt")
+    fan.feed(range(10))
+    real_join = threading.Thread.join
+    shots = []
+
+    def interrupted_join(thread, timeout=None):
+        if not shots and thread.name.startswith("join-interrupt"):
+            shots.append(thread)
+            raise KeyboardInterrupt
+        return real_join(thread, timeout)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        fan.shutdown()
+    monkeypatch.undo()
+    assert shots, "the join was not reached"
+    report = fan.report
+    assert report is not None and report.balanced and report.produced == 10
+
+    later = []
+    caller = threading.Thread(target=lambda: later.append(fan.shutdown()), daemon=True)
+    caller.start()
+    caller.join(5.0)
+    assert later == [report]
