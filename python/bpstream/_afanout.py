@@ -79,6 +79,8 @@ class AsyncFanOut:
     KeyboardInterrupt or SystemExit (reason "interrupted"). A worker's exception counts as
     failed and is kept in ``report.errors`` (the first 100); ``fail_fast=True`` stops the
     fan-out at the first one, as FanOut's does. All calls belong to one event loop.
+    Awaiting shutdown() in one of its own workers raises RuntimeError (it would wait for
+    itself); a worker that wants to stop the fan-out starts it in a task of its own.
     """
 
     def __init__(self, worker, workers=4, capacity=64, policy="block", *, fail_fast=False, name=None):
@@ -217,6 +219,12 @@ class AsyncFanOut:
         started = time.monotonic()
         if self._report is not None:
             return self._report
+        if self._tasks is not None and asyncio.current_task() in self._tasks:
+            # It would wait for its own task to end: forever without a deadline.
+            raise RuntimeError(
+                f"{self._name}: shutdown() awaited by one of its own workers would wait for "
+                "itself; start it in a task of its own (asyncio.create_task(fan.shutdown()))"
+            )
         if deadline is not None:
             target = started + deadline
             if self._abort_at is None or target < self._abort_at:

@@ -149,3 +149,31 @@ def test_ctrl_c_while_shutdown_joins_its_threads_keeps_the_report(monkeypatch):
     caller.start()
     caller.join(5.0)
     assert later == [report]
+
+
+# --- AsyncFanOut: shutdown() awaited by one of its own tasks -------------------------------
+
+
+def test_shutdown_awaited_from_a_worker_task_is_refused_not_a_deadlock():
+    # It would wait for its own task to end: before the fix, forever (FanOut refuses the
+    # same call from a worker thread with RuntimeError). A worker can still stop the
+    # fan-out by starting the shutdown in a task of its own.
+    async def scenario():
+        stopper = []
+
+        async def work(x):
+            if x == 3:
+                await fan.shutdown()
+            if x == 4:
+                stopper.append(asyncio.create_task(fan.shutdown()))
+
+        fan = AsyncFanOut(work, workers=1, capacity=8)
+        await fan.feed(range(5))
+        report = await asyncio.wait_for(asyncio.shield(fan.shutdown()), 5)
+        assert await stopper[0] is report
+        return report
+
+    report = run(scenario())
+    assert (report.produced, report.processed, report.failed) == (5, 4, 1)
+    assert isinstance(report.errors[0], RuntimeError) and "own" in str(report.errors[0])
+    assert report.balanced and report.reason == "drained"
