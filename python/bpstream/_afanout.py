@@ -177,8 +177,11 @@ class AsyncFanOut:
         """Hand one item to the tasks (see FanOut.submit); waiting for room suspends."""
         if self._tasks is None and self._driving is None:
             self._start()
+        stream = self._stream
+        if not self._bulk and len(stream) >= stream.capacity:
+            await asyncio.sleep(0)  # a shedding aput never suspends: see feed()
         try:
-            return await self._stream.aput(item, timeout)
+            return await stream.aput(item, timeout)
         except Closed:
             raise self._closed() from (self._failure[0] if self._failure else None)
 
@@ -191,7 +194,10 @@ class AsyncFanOut:
         count = 0
         try:
             if hasattr(items, "__aiter__"):
+                stream, shedding = self._stream, not self._bulk
                 async for item in items:
+                    if shedding and len(stream) >= stream.capacity:
+                        await asyncio.sleep(0)  # see below: a shedding aput never suspends
                     await aput(item)
                     count += 1
             elif self._bulk and isinstance(items, (list, tuple, range)):
@@ -200,8 +206,19 @@ class AsyncFanOut:
                     chunk = items[start : start + CHUNK]
                     await aput_many(chunk)
                     count += len(chunk)
-            else:
+            elif self._bulk:
                 for item in items:
+                    await aput(item)
+                    count += 1
+            else:
+                # A shedding policy never waits for room, so its aput never suspends: a
+                # turn of the loop whenever the stream is full lets the tasks take items
+                # (and another task shut down) instead of shedding all but `capacity` items
+                # of a long feed, or hanging the loop on an endless one.
+                stream, capacity = self._stream, self._stream.capacity
+                for item in items:
+                    if len(stream) >= capacity:
+                        await asyncio.sleep(0)
                     await aput(item)
                     count += 1
         except Closed:

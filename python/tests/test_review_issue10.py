@@ -177,3 +177,65 @@ def test_shutdown_awaited_from_a_worker_task_is_refused_not_a_deadlock():
     assert (report.produced, report.processed, report.failed) == (5, 4, 1)
     assert isinstance(report.errors[0], RuntimeError) and "own" in str(report.errors[0])
     assert report.balanced and report.reason == "drained"
+
+
+# --- AsyncFanOut: feed() of an endless iterable with a drop policy can be stopped ----------
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest", "drop_all"])
+def test_feed_of_an_endless_iterable_with_a_shedding_policy_lets_other_tasks_run(policy):
+    # A shedding policy never waits for room, so aput() never suspended: feed() of an
+    # endless iterable kept the loop to itself, the worker tasks never ran (everything past
+    # the capacity was shed) and the task that would shut the fan-out down never ran
+    # either: the loop hung. feed() now gives the loop a turn whenever the stream is full.
+    import itertools
+
+    from bpstream import Closed
+
+    async def scenario():
+        seen = []
+
+        async def work(x):
+            seen.append(x)
+
+        fan = AsyncFanOut(work, workers=2, capacity=4, policy=policy)
+
+        async def stop_soon():
+            await asyncio.sleep(0.1)
+            return await fan.shutdown()
+
+        stopper = asyncio.create_task(stop_soon())
+        with pytest.raises(Closed):
+            await fan.feed(itertools.count())
+        report = await stopper
+        return report, seen
+
+    report, seen = run(scenario(), within=5.0)
+    assert report.balanced and report.processed == len(seen) > 4
+
+
+def test_a_submit_loop_with_a_shedding_policy_lets_other_tasks_run():
+    from bpstream import Closed
+
+    async def scenario():
+        seen = []
+
+        async def work(x):
+            seen.append(x)
+
+        fan = AsyncFanOut(work, workers=2, capacity=4, policy="drop_newest")
+
+        async def stop_soon():
+            await asyncio.sleep(0.1)
+            return await fan.shutdown()
+
+        stopper = asyncio.create_task(stop_soon())
+        n = 0
+        with pytest.raises(Closed):
+            while True:
+                await fan.submit(n)
+                n += 1
+        return await stopper, seen
+
+    report, seen = run(scenario(), within=5.0)
+    assert report.balanced and report.processed == len(seen) > 4
