@@ -239,3 +239,85 @@ def test_a_submit_loop_with_a_shedding_policy_lets_other_tasks_run():
 
     report, seen = run(scenario(), within=5.0)
     assert report.balanced and report.processed == len(seen) > 4
+
+
+# --- conservation while several threads submit and several threads shut down ---------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("kind", ["fanout", "pipeline"])
+def test_conservation_with_concurrent_submitters_and_concurrent_shutdowns(kind, seed):
+    # Three producers submit until Closed while three threads call shutdown() with
+    # different deadlines and cancel_pending; workers fail at random, some with
+    # SystemExit or KeyboardInterrupt (a worker thread's BaseException is its failure).
+    import random
+
+    from bpstream import Closed, FanOut, Full, Pipeline, Stage
+
+    rng = random.Random(seed)
+    policy = rng.choice(["block", "drop_newest", "drop_oldest", "drop_all", "reject"])
+    lock = threading.Lock()
+    raised = []
+
+    def work(x):
+        r = random.random()
+        if r < 0.3:
+            error = rng.choice([ValueError, SystemExit, KeyboardInterrupt])(x)
+            with lock:
+                raised.append(x)
+            raise error
+        if r < 0.5:
+            time.sleep(random.random() * 0.005)
+        return x
+
+    name = f"conc-{kind}-{seed}"
+    if kind == "fanout":
+        fan = FanOut(work, workers=rng.randint(1, 4), capacity=rng.choice([1, 4, 16]), policy=policy, name=name)
+    else:
+        fan = Pipeline(
+            [
+                Stage(work, workers=rng.randint(1, 3), capacity=rng.choice([1, 4]), policy=policy),
+                Stage(work, workers=2, capacity=2, policy=rng.choice(["block", "drop_newest", "reject"])),
+            ],
+            name=name,
+        )
+    accepted = [0, 0, 0]
+
+    def produce(slot):
+        n = 0
+        while True:
+            try:
+                fan.submit((slot, n))
+                accepted[slot] += 1
+            except Closed:
+                return
+            except Full:
+                pass  # reject: the item stays with the caller, not produced
+            n += 1
+
+    reports = []
+
+    def stop(deadline, cancel):
+        reports.append(fan.shutdown(deadline=deadline, cancel_pending=cancel))
+
+    producers = [threading.Thread(target=produce, args=(i,)) for i in range(3)]
+    for t in producers:
+        t.start()
+    time.sleep(rng.random() * 0.05)
+    stoppers = [
+        threading.Thread(target=stop, args=(rng.choice([None, 0, 0.005, 0.05]), rng.random() < 0.3))
+        for _ in range(3)
+    ]
+    for t in stoppers:
+        t.start()
+    for t in stoppers + producers:
+        t.join(10)
+        assert not t.is_alive()
+    assert len(reports) == 3 and all(r is reports[0] for r in reports)
+    report = reports[0]
+    assert report is fan.report and report.balanced, report
+    assert all(stage.balanced for stage in report.stages)
+    assert report.produced == sum(accepted)
+    assert report.failed <= len(raised)
+    alive = [t for t in threading.enumerate() if t.name.startswith(name)]
+    assert len(alive) <= report.aborted
