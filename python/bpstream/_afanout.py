@@ -293,7 +293,14 @@ class AsyncFanOut:
         for task in tasks:  # retrieve what escaped a worker (none should): no "never retrieved"
             if task.done() and not task.cancelled():
                 task.exception()
-        self._report = self._make_report(started, deadline_hit, interrupt is not None, len(cancelled))
+        # Tasks cancelled from outside (asyncio.run ending without shutdown, a handler that
+        # cancels every task) ended without draining: what they left in the stream no task
+        # will take. Discard it (counted), and count those tasks aborted: an interruption.
+        outside = [t for t in tasks if t.cancelled() and t not in cancelled]
+        self._stream.close(immediate=True)  # a no-op once drained
+        self._report = self._make_report(
+            started, deadline_hit, interrupt is not None or bool(outside), len(cancelled) + len(outside)
+        )
         self._finalizer.detach()
         self._driving.set_result(None)
         if interrupt is not None:

@@ -321,3 +321,47 @@ def test_conservation_with_concurrent_submitters_and_concurrent_shutdowns(kind, 
     assert report.failed <= len(raised)
     alive = [t for t in threading.enumerate() if t.name.startswith(name)]
     assert len(alive) <= report.aborted
+
+
+# --- AsyncFanOut: worker tasks cancelled from outside ----------------------------------------
+
+
+def test_shutdown_after_the_worker_tasks_were_cancelled_from_outside_is_balanced():
+    # asyncio.run() ending without shutdown, or a "cancel every task" signal handler,
+    # cancels the worker tasks. The shutdown after that found no task running and reported
+    # "drained" and NOT balanced: the backlog no task would ever take was left uncounted and
+    # the cancelled tasks counted as joined.
+    async def work(x):
+        await asyncio.sleep(30)
+
+    fan = AsyncFanOut(work, workers=2, capacity=16)
+
+    async def first_loop():
+        await fan.feed(range(10))
+        await asyncio.sleep(0.05)  # both tasks hold an item
+
+    asyncio.run(first_loop())  # cancels the worker tasks as it ends
+    report = asyncio.run(fan.shutdown())
+    assert report.balanced, report
+    assert (report.produced, report.abandoned, report.discarded) == (10, 2, 8)
+    assert (report.joined, report.aborted) == (0, 2)
+    assert report.reason == "interrupted"
+
+
+def test_cancelling_every_task_then_shutting_down_is_balanced():
+    async def scenario():
+        async def work(x):
+            await asyncio.sleep(30)
+
+        fan = AsyncFanOut(work, workers=3, capacity=16)
+        await fan.feed(range(10))
+        await asyncio.sleep(0.05)
+        for task in asyncio.all_tasks():  # a cancel-everything handler, the fan-out's share
+            if task.get_name().startswith(fan.name):
+                task.cancel()
+        await asyncio.sleep(0.01)
+        return await fan.shutdown()
+
+    report = run(scenario())
+    assert report.balanced, report
+    assert (report.produced, report.abandoned, report.discarded, report.aborted) == (10, 3, 7, 3)
