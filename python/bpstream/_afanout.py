@@ -77,7 +77,8 @@ class AsyncFanOut:
     Leaving ``async with`` shuts down: with no deadline after a normal exit,
     cancel_pending=True after an Exception (reason "cancelled"), at once on cancellation,
     KeyboardInterrupt or SystemExit (reason "interrupted"). A worker's exception counts as
-    failed and is kept in ``report.errors`` (the first 100); ``fail_fast=True`` stops the
+    failed and is kept in ``report.errors`` (the first 100), a CancelledError it raises
+    while its task is not being cancelled included; ``fail_fast=True`` stops the
     fan-out at the first one, as FanOut's does. All calls belong to one event loop.
     Awaiting shutdown() in one of its own workers raises RuntimeError (it would wait for
     itself); a worker that wants to stop the fan-out starts it in a task of its own.
