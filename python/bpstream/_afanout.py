@@ -27,10 +27,24 @@ from ._workers import CHUNK, FAILED, GRACE, PROCESSED, check_deadline, check_wor
 
 
 async def _task_worker(fn, stream, counts, on_error):
+    # Whatever the worker raises is its item's failure, and the task goes on to the next
+    # item (a dead task would leave the stream without its consumer: with every task dead a
+    # block submit waits forever). Only two things end the task: the cancellation of the task
+    # itself (the deadline's, or asyncio.run's; task.cancelling() tells it apart from a
+    # CancelledError the worker got from something else it awaited), and KeyboardInterrupt
+    # or SystemExit, which asyncio passes on to whoever runs the loop.
+    task = asyncio.current_task()
     async for item in stream:
         try:
             await fn(item)
-        except Exception as exc:  # noqa: BLE001 - counted and kept; CancelledError passes
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except asyncio.CancelledError as exc:
+            if task.cancelling():
+                raise
+            counts[FAILED] += 1
+            on_error(exc)
+        except BaseException as exc:  # noqa: BLE001 - counted and kept
             counts[FAILED] += 1
             on_error(exc)
         else:
@@ -63,8 +77,11 @@ class AsyncFanOut:
     Leaving ``async with`` shuts down: with no deadline after a normal exit,
     cancel_pending=True after an Exception (reason "cancelled"), at once on cancellation,
     KeyboardInterrupt or SystemExit (reason "interrupted"). A worker's exception counts as
-    failed and is kept in ``report.errors`` (the first 100); ``fail_fast=True`` stops the
+    failed and is kept in ``report.errors`` (the first 100), a CancelledError it raises
+    while its task is not being cancelled included; ``fail_fast=True`` stops the
     fan-out at the first one, as FanOut's does. All calls belong to one event loop.
+    Awaiting shutdown() in one of its own workers raises RuntimeError (it would wait for
+    itself); a worker that wants to stop the fan-out starts it in a task of its own.
     """
 
     def __init__(self, worker, workers=4, capacity=64, policy="block", *, fail_fast=False, name=None):
@@ -161,8 +178,11 @@ class AsyncFanOut:
         """Hand one item to the tasks (see FanOut.submit); waiting for room suspends."""
         if self._tasks is None and self._driving is None:
             self._start()
+        stream = self._stream
+        if not self._bulk and len(stream) >= stream.capacity:
+            await asyncio.sleep(0)  # a shedding aput never suspends: see feed()
         try:
-            return await self._stream.aput(item, timeout)
+            return await stream.aput(item, timeout)
         except Closed:
             raise self._closed() from (self._failure[0] if self._failure else None)
 
@@ -175,7 +195,10 @@ class AsyncFanOut:
         count = 0
         try:
             if hasattr(items, "__aiter__"):
+                stream, shedding = self._stream, not self._bulk
                 async for item in items:
+                    if shedding and len(stream) >= stream.capacity:
+                        await asyncio.sleep(0)  # see below: a shedding aput never suspends
                     await aput(item)
                     count += 1
             elif self._bulk and isinstance(items, (list, tuple, range)):
@@ -184,8 +207,19 @@ class AsyncFanOut:
                     chunk = items[start : start + CHUNK]
                     await aput_many(chunk)
                     count += len(chunk)
-            else:
+            elif self._bulk:
                 for item in items:
+                    await aput(item)
+                    count += 1
+            else:
+                # A shedding policy never waits for room, so its aput never suspends: a
+                # turn of the loop whenever the stream is full lets the tasks take items
+                # (and another task shut down) instead of shedding all but `capacity` items
+                # of a long feed, or hanging the loop on an endless one.
+                stream, capacity = self._stream, self._stream.capacity
+                for item in items:
+                    if len(stream) >= capacity:
+                        await asyncio.sleep(0)
                     await aput(item)
                     count += 1
         except Closed:
@@ -203,6 +237,12 @@ class AsyncFanOut:
         started = time.monotonic()
         if self._report is not None:
             return self._report
+        if self._tasks is not None and asyncio.current_task() in self._tasks:
+            # It would wait for its own task to end: forever without a deadline.
+            raise RuntimeError(
+                f"{self._name}: shutdown() awaited by one of its own workers would wait for "
+                "itself; start it in a task of its own (asyncio.create_task(fan.shutdown()))"
+            )
         if deadline is not None:
             target = started + deadline
             if self._abort_at is None or target < self._abort_at:
@@ -254,7 +294,14 @@ class AsyncFanOut:
         for task in tasks:  # retrieve what escaped a worker (none should): no "never retrieved"
             if task.done() and not task.cancelled():
                 task.exception()
-        self._report = self._make_report(started, deadline_hit, interrupt is not None, len(cancelled))
+        # Tasks cancelled from outside (asyncio.run ending without shutdown, a handler that
+        # cancels every task) ended without draining: what they left in the stream no task
+        # will take. Discard it (counted), and count those tasks aborted: an interruption.
+        outside = [t for t in tasks if t.cancelled() and t not in cancelled]
+        self._stream.close(immediate=True)  # a no-op once drained
+        self._report = self._make_report(
+            started, deadline_hit, interrupt is not None or bool(outside), len(cancelled) + len(outside)
+        )
         self._finalizer.detach()
         self._driving.set_result(None)
         if interrupt is not None:

@@ -305,7 +305,9 @@ class Kanban:
                         if remaining <= 0:
                             self._dequeue(waiter)
                             return False
-                        waiter.cond.wait(remaining)
+                        # An infinite (or huge) timeout waits in the longest slice a lock
+                        # allows (threading.TIMEOUT_MAX): wait() refuses longer ones.
+                        waiter.cond.wait(min(remaining, threading.TIMEOUT_MAX))
                     waiter.notified = False
             except BaseException:
                 # KeyboardInterrupt or another exception raised in the wait: nothing moved.

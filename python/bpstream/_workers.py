@@ -267,10 +267,13 @@ class _Run:
                 break
             except BaseException as exc:  # noqa: BLE001
                 interrupt = interrupt or exc
-        for stage in self.stages:
-            for thread, counts in zip(stage.threads, stage.counts):
-                if counts[ENDED]:
-                    thread.join(1.0)  # past its last line: ends within microseconds
+        try:
+            for stage in self.stages:
+                for thread, counts in zip(stage.threads, stage.counts):
+                    if counts[ENDED]:
+                        thread.join(1.0)  # past its last line: ends within microseconds
+        except BaseException as exc:  # noqa: BLE001 - a Ctrl-C here must not lose the report:
+            interrupt = interrupt or exc  # every later shutdown() would wait for it forever
         self.report = report
         self.done.set()
         if interrupt is not None:
