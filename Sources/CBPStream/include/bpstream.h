@@ -498,13 +498,239 @@ bps_status bps_reader_stop(bps_reader *reader);
 
 /* ---------------------------------------------------------------------------
  * Clocks and rate controllers (ABI 3): TokenBucket, SlidingWindow, AIMD.
- * (Section owned by the rate-controller work; filled in below.)
+ *
+ * HANDLES: bps_clock, bps_rate and bps_ticket are opaque and reference counted like
+ * bps_stream: create gives the caller one reference; retain adds one; release drops one;
+ * the object is freed with its last reference. A rate holds a reference to its clock;
+ * a ticket holds one to its rate (or limiter). Every function may be called from any
+ * thread at once on the same object while the caller holds a reference.
+ *
+ * CLOCKS: a bps_clock is a MANUAL clock (starts at 0, moves only by bps_clock_advance).
+ * Where a bps_clock* is optional, NULL means CLOCK_MONOTONIC. Every time a controller
+ * takes (timeouts, retry-after, waited ns, rates) is on ITS clock. When a manual clock
+ * moves, every controller and limiter on it re-plans at once: a waiter due by then is
+ * woken, a ticket due by then is notified. A wait hook's POLL still runs every
+ * poll_interval_ns of REAL time while waiting (Ctrl-C works on a clock that stands still).
+ *
+ * PERMITS: n >= 1. try_acquire never waits and takes nothing when it refuses; it refuses
+ * (BPS_FULL) while anyone waits (no barging). Waiters (threads and tickets alike) are
+ * served first come, first served; a waiter is woken only when its turn comes (the head
+ * when its permits are due; a thread behind it when it becomes the head, or, where the
+ * rate tells, at the time its turn is due): one wake-up per grant, no herd. An n that can never
+ * be granted (above a bucket's burst or a window's limit) is BPS_INVALID_ARGUMENT.
+ *
+ * TICKETS: waiting without a thread (an event loop). After a refused try_acquire:
+ *  1. bps_rate_enqueue (or bps_limiter_enqueue): the ticket joins the queue like a thread;
+ *  2. bps_ticket_poll: granted (the permits are taken; the ticket is done), or not yet;
+ *  3. notify(context, BPS_TICKET_WAKE) is called whenever the ticket should poll again
+ *     (it became the head, the rate or limit changed, the clock moved, a slot freed):
+ *     OUTSIDE every lock, on any thread, possibly a native thread holding no runtime
+ *     lock, so notify must only pass the news on (an eventfd write, a flag), never block;
+ *  4. bps_ticket_release: always, once. A ticket not granted leaves the queue taking
+ *     nothing (cancelled or timed out); if it was the head, the next waiter is woken.
+ * release_context(context) (may be NULL) runs once, when the ticket is released AND no
+ * notify is running, on whichever thread finishes last. Nothing is granted behind a
+ * ticket's back: permits are taken only by a poll that returns granted.
  * --------------------------------------------------------------------------- */
+typedef struct bps_clock bps_clock;
+typedef struct bps_rate bps_rate;
+typedef struct bps_ticket bps_ticket;
+
+/* The events value a ticket's notify receives. */
+#define BPS_TICKET_WAKE 16u
+
+/* A new manual clock at time 0; *out_clock is the caller's reference. */
+bps_status bps_clock_create_manual(bps_clock **out_clock);
+/* Adds a reference. */
+bps_status bps_clock_retain(bps_clock *clock);
+/* Drops a reference (controllers on the clock keep their own). */
+bps_status bps_clock_release(bps_clock *clock);
+/* *out_ns = the clock's time in nanoseconds. clock NULL: CLOCK_MONOTONIC. */
+bps_status bps_clock_now(const bps_clock *clock, int64_t *out_ns);
+/* Moves the clock forward by ns >= 0 (negative: BPS_INVALID_ARGUMENT) and wakes or
+ * notifies, outside the clock's lock, whoever on it is due. */
+bps_status bps_clock_advance(bps_clock *clock, int64_t ns);
+
+typedef enum bps_rate_kind {
+    BPS_RATE_TOKEN_BUCKET = 0,   /* rate, burst, start_full */
+    BPS_RATE_SLIDING_WINDOW = 1, /* limit, window_ns */
+    BPS_RATE_AIMD = 2            /* initial ... cooldown_ns, paced like a bucket of burst */
+} bps_rate_kind;
+
+/* Creation parameters. Zero it, set size = sizeof(bps_rate_config) so it can grow, then
+ * the fields of one kind (the others are ignored). Out of range: BPS_INVALID_ARGUMENT. */
+typedef struct bps_rate_config {
+    size_t size;            /* sizeof(bps_rate_config) */
+    bps_rate_kind kind;
+    bps_clock *clock;       /* NULL: CLOCK_MONOTONIC. Borrowed; the rate retains it */
+    /* TOKEN_BUCKET (and AIMD's pacing) */
+    double rate;            /* bucket: permits per second, finite, > 0 */
+    int64_t burst;          /* bucket: 1 ... 2^31, the most tokens held. AIMD: the pacing
+                               bucket's burst, 0 meaning 1 */
+    uint8_t start_full;     /* bucket: nonzero starts with burst tokens, 0 with none */
+    /* SLIDING_WINDOW */
+    int64_t limit;          /* 1 ... 2^31 permits per window */
+    int64_t window_ns;      /* sliding window and AIMD: the window, > 0 */
+    /* AIMD: a limit in permits per second */
+    double initial;         /* minimum <= initial <= maximum */
+    double minimum;         /* > 0 (Python's default: 1) */
+    double maximum;         /* >= minimum; INFINITY for no maximum */
+    double increase;        /* > 0, added once per window with a success and no event */
+    double decrease;        /* in (0, 1), the factor applied on a backpressure event */
+    int64_t cooldown_ns;    /* >= 0: at most one decrease per cooldown; < 0: one window */
+} bps_rate_config;
+
+/* A snapshot. Set out->size = sizeof(bps_rate_stats) before the call. */
+typedef struct bps_rate_stats {
+    size_t size;            /* sizeof(bps_rate_stats) */
+    bps_rate_kind kind;
+    uint64_t granted;       /* grants (try_acquire, acquire, tickets); one per call, any n */
+    uint64_t refused;       /* try_acquire refusals */
+    uint64_t timed_out;     /* acquires whose timeout passed + tickets released as timed out */
+    uint64_t cancelled;     /* acquires cancelled by POLL + tickets released ungranted */
+    uint64_t waiting;       /* waiters in the queue now (threads and tickets) */
+    uint64_t wait_ns;       /* total time granted waiters waited (on the rate's clock) */
+    uint64_t wakeups;       /* times a waiter was woken to act: a signal to a parked
+                               thread, a ticket's notify, or a thread's own due time
+                               passing; POLL ticks are not counted */
+    double rate;            /* permits per second now (AIMD: its limit) */
+    double limit;           /* bucket: burst; window: limit; AIMD: its limit */
+    double tokens;          /* bucket and AIMD: tokens now; window: permits free now */
+    uint64_t increases;     /* AIMD: additive increases so far (0 for other kinds) */
+    uint64_t decreases;     /* AIMD: multiplicative decreases so far */
+} bps_rate_stats;
+
+/* Creates a controller; *out_rate is the caller's reference. */
+bps_status bps_rate_create(const bps_rate_config *config, bps_rate **out_rate);
+/* Adds a reference. */
+bps_status bps_rate_retain(bps_rate *rate);
+/* Drops a reference; the last one frees the controller (no waiter can remain: each holds
+ * a reference while it waits). */
+bps_status bps_rate_release(bps_rate *rate);
+/* Takes n permits if they are there and nobody waits: BPS_OK. Else BPS_FULL, nothing
+ * taken. n < 1 or never grantable: BPS_INVALID_ARGUMENT. Never waits. */
+bps_status bps_rate_try_acquire(bps_rate *rate, int64_t n);
+/* Waits in line (timeout on the rate's clock: < 0 no limit, 0 never waits) for n permits
+ * and takes them: BPS_OK, *out_waited_ns (may be NULL) the wait. BPS_TIMED_OUT or
+ * BPS_CANCELLED (POLL): nothing taken. BPS_INVALID_ARGUMENT: n never grantable. */
+bps_status bps_rate_acquire(bps_rate *rate, int64_t n, int64_t timeout_ns,
+                            const bps_waiter *waiter, int64_t *out_waited_ns);
+/* *out_ns = how long until n permits would be there if nobody waited (0: now), on the
+ * rate's clock. BPS_INVALID_ARGUMENT: n never grantable. */
+bps_status bps_rate_retry_after(bps_rate *rate, int64_t n, int64_t *out_ns);
+/* Sets the rate in permits per second (finite, > 0). Bucket: its rate. Window: its limit
+ * becomes round(rate * window) (must be >= 1). AIMD: its limit, clamped to [min, max].
+ * Sleeping waiters re-plan at once. */
+bps_status bps_rate_set_rate(bps_rate *rate, double per_second);
+/* *out = permits per second now (window: limit / window; AIMD: its limit). */
+bps_status bps_rate_get_rate(bps_rate *rate, double *out_per_second);
+/* Sets the limit: bucket: its burst (integer 1 ... 2^31; tokens above it are dropped);
+ * window: its limit (integer 1 ... 2^31); AIMD: its limit (clamped to [min, max]).
+ * Sleeping waiters re-plan at once. */
+bps_status bps_rate_set_limit(bps_rate *rate, double limit);
+/* *out = the limit (bucket: burst; window: limit; AIMD: its limit). */
+bps_status bps_rate_get_limit(bps_rate *rate, double *out_limit);
+/* Feedback: a put went through while paced by this rate. AIMD grows on it; others ignore it. */
+bps_status bps_rate_on_success(bps_rate *rate);
+/* Feedback: backpressure (a put waited, a stream paused). AIMD backs off; others ignore it. */
+bps_status bps_rate_on_backpressure(bps_rate *rate);
+/* Fills *out (out->size set by the caller) with one snapshot. */
+bps_status bps_rate_get_stats(bps_rate *rate, bps_rate_stats *out);
+
+/* Joins the queue for n permits (see TICKETS above); *out_ticket is the caller's and must
+ * be released with bps_ticket_release. notify must not be NULL. BPS_INVALID_ARGUMENT:
+ * n never grantable. Nothing is taken until a poll returns granted. */
+bps_status bps_rate_enqueue(bps_rate *rate, int64_t n, bps_notify_fn notify,
+                            bps_context_release_fn release_context, void *context,
+                            bps_ticket **out_ticket);
+/* Tries to take the ticket's permits. BPS_OK always (unless an argument is bad), with
+ * *out_retry_ns: 0 granted (taken; the ticket is done, later polls say 0 again);
+ * > 0 not yet, the permits are due in that many ns on the clock (poll again then, or on
+ * notify); -1 not yet, wait for notify (not the head, or waiting for a slot).
+ * BPS_INVALID_ARGUMENT: the limit was lowered below n; the ticket left the queue. */
+bps_status bps_ticket_poll(bps_ticket *ticket, int64_t *out_retry_ns);
+/* Leaves the queue and frees the ticket. An ungranted ticket takes nothing and counts as
+ * cancelled (timed_out nonzero: as timed out); if it was the head, the next is woken.
+ * A granted ticket's permits stay taken (a limiter's slot: bps_limiter_release_slot). */
+bps_status bps_ticket_release(bps_ticket *ticket, int timed_out);
 
 /* ---------------------------------------------------------------------------
  * Limiter (ABI 3): admission by work in progress and rate, atomically.
- * (Section owned by the limiter work; filled in below.)
+ *
+ * A limiter admits one unit of work per grant: it takes one SLOT (of max_concurrent)
+ * and one rate TOKEN (of a bucket: rate, burst) together, or nothing: a refusal by the
+ * slot limit leaves the tokens untouched and the reverse. bps_limiter_release_slot gives
+ * the slot back (tokens refill with time). Handles, clocks, threads, FIFO without
+ * barging, one wake-up per grant, and tickets are as in the rate section above: each
+ * released slot wakes exactly one waiter; raising max_concurrent or the rate grants
+ * waiters at once. A granted limiter ticket holds a slot until release_slot.
  * --------------------------------------------------------------------------- */
+typedef struct bps_limiter bps_limiter;
+
+/* No concurrency limit (max_concurrent), or no rate limit (rate = 0). */
+#define BPS_LIMIT_NONE ((int64_t)-1)
+
+/* Set size = sizeof(bps_limiter_config). At least one of the two limits. */
+typedef struct bps_limiter_config {
+    size_t size;             /* sizeof(bps_limiter_config) */
+    int64_t max_concurrent;  /* 1 ... 2^31, or BPS_LIMIT_NONE */
+    double rate;             /* tokens per second, finite, > 0; or 0 for no rate limit */
+    int64_t burst;           /* 1 ... 2^31 (the bucket starts full); 0 means 1 */
+    bps_clock *clock;        /* NULL: CLOCK_MONOTONIC. Borrowed; the limiter retains it */
+} bps_limiter_config;
+
+/* A snapshot. Set out->size = sizeof(bps_limiter_stats) before the call. */
+typedef struct bps_limiter_stats {
+    size_t size;             /* sizeof(bps_limiter_stats) */
+    uint64_t granted;        /* admissions */
+    uint64_t refused;        /* try_acquire refusals */
+    uint64_t timed_out;      /* acquires whose timeout passed + tickets released as timed out */
+    uint64_t cancelled;      /* acquires cancelled by POLL + tickets released ungranted */
+    uint64_t released;       /* slots given back */
+    uint64_t in_flight;      /* slots held now */
+    uint64_t waiting;        /* waiters now */
+    uint64_t wait_ns;        /* total time granted waiters waited (limiter's clock) */
+    uint64_t wakeups;        /* times a parked thread was woken to act */
+    int64_t max_concurrent;  /* or BPS_LIMIT_NONE */
+    double rate;             /* or 0: no rate limit */
+    int64_t burst;           /* 0 when no rate limit */
+    double tokens;           /* rate tokens now (0 when no rate limit) */
+    double utilization;      /* in_flight / max_concurrent (0 without a slot limit) */
+} bps_limiter_stats;
+
+/* Creates a limiter; *out_limiter is the caller's reference. */
+bps_status bps_limiter_create(const bps_limiter_config *config, bps_limiter **out_limiter);
+/* Adds a reference. */
+bps_status bps_limiter_retain(bps_limiter *limiter);
+/* Drops a reference; the last frees it (held slots are simply forgotten). */
+bps_status bps_limiter_release(bps_limiter *limiter);
+/* Admits one (a slot and a token) if both are there and nobody waits: BPS_OK. Else
+ * BPS_FULL, nothing taken. Never waits. */
+bps_status bps_limiter_try_acquire(bps_limiter *limiter);
+/* Waits in line (timeout on the limiter's clock) to be admitted: BPS_OK, *out_waited_ns
+ * (may be NULL) the wait. BPS_TIMED_OUT or BPS_CANCELLED (POLL): nothing taken. */
+bps_status bps_limiter_acquire(bps_limiter *limiter, int64_t timeout_ns,
+                               const bps_waiter *waiter, int64_t *out_waited_ns);
+/* Gives one slot back and wakes the next waiter it admits. BPS_INVALID_STATE when no
+ * slot is held (nothing changes). Slots are counted (in_flight) with or without a slot
+ * limit: every admission holds one until it is given back. */
+bps_status bps_limiter_release_slot(bps_limiter *limiter);
+/* Sets max_concurrent (1 ... 2^31, or BPS_LIMIT_NONE if a rate is set). Raising it admits
+ * waiters at once; lowering it below in_flight takes nothing back. */
+bps_status bps_limiter_set_max_concurrent(bps_limiter *limiter, int64_t max_concurrent);
+/* Sets the rate (> 0, or 0: none, if max_concurrent is set) and burst (1 ... 2^31; 0
+ * keeps the current one, 1 if there was none). A new rate limit starts full. */
+bps_status bps_limiter_set_rate(bps_limiter *limiter, double rate, int64_t burst);
+/* *out_ns = how long until one admission would be possible if nobody waited: 0 now,
+ * > 0 the rate's delay, -1 only a released slot can admit. */
+bps_status bps_limiter_retry_after(bps_limiter *limiter, int64_t *out_ns);
+/* Fills *out (out->size set by the caller) with one snapshot. */
+bps_status bps_limiter_get_stats(bps_limiter *limiter, bps_limiter_stats *out);
+/* Joins the queue for one admission (TICKETS, rate section). A granted ticket holds a slot
+ * (release it with bps_limiter_release_slot); released ungranted, it takes nothing. */
+bps_status bps_limiter_enqueue(bps_limiter *limiter, bps_notify_fn notify,
+                               bps_context_release_fn release_context, void *context,
+                               bps_ticket **out_ticket);
 
 /* ---------------------------------------------------------------------------
  * Flow control (ABI 3): watermark states, pacing by a rate controller.
