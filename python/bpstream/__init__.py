@@ -27,6 +27,7 @@ from ._bpstream import (
     abi_version,
 )
 from ._bridges import from_aiter, from_iter
+from ._flow import FlowControl, FlowListener, FlowState, Health, Recommendation
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
@@ -57,12 +58,17 @@ __all__ = [
     "BoundedStream",
     "Closed",
     "Empty",
+    "FlowControl",
+    "FlowListener",
+    "FlowState",
     "Full",
+    "Health",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
+    "Recommendation",
     "ShutDown",
     "Stats",
     "__version__",

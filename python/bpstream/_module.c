@@ -116,6 +116,25 @@ release_object_without_gil(PyObject *object)
     atomic_fetch_sub(&native_releasers, 1);
 }
 
+int
+native_gil_enter(PyGILState_STATE *gil)
+{
+    atomic_fetch_add(&native_releasers, 1);
+    if (atomic_load(&interpreter_exiting)) {
+        atomic_fetch_sub(&native_releasers, 1);
+        return 0;
+    }
+    *gil = PyGILState_Ensure();
+    return 1;
+}
+
+void
+native_gil_leave(PyGILState_STATE gil)
+{
+    PyGILState_Release(gil);
+    atomic_fetch_sub(&native_releasers, 1);
+}
+
 /* The stream's release callback: drops the stream's reference to one item (steals it).
  * Runs on the thread whose call dropped it, with or without the GIL, never with the
  * stream's lock held (so taking the GIL here cannot deadlock against a GIL holder that

@@ -34,6 +34,13 @@ STATS_FIELDS = (
     "consumed_per_second",
     "window_seconds",
     "closed",
+    "flow_state",
+    "throttle_events",
+    "pause_events",
+    "time_paused",
+    "throttle_delay",
+    "rate_limit",
+    "recent_drop_rate",
 )
 PUBLIC_METHODS = ("put", "put_nowait", "get", "get_nowait", "put_many", "get_many", "close", "stats")
 
