@@ -15,6 +15,13 @@ from ._asyncqueue import (
     QueueFull as QueueFull,
 )
 from ._bridges import from_aiter as from_aiter, from_iter as from_iter
+from ._flow import (
+    FlowControl as FlowControl,
+    FlowListener as FlowListener,
+    FlowState as FlowState,
+    Health as Health,
+    Recommendation as Recommendation,
+)
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -27,12 +34,17 @@ __all__ = [
     "BoundedStream",
     "Closed",
     "Empty",
+    "FlowControl",
+    "FlowListener",
+    "FlowState",
     "Full",
+    "Health",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
+    "Recommendation",
     "ShutDown",
     "Stats",
     "__version__",

@@ -74,7 +74,7 @@
 
 #include "bpstream.h"
 
-#define N_POLICIES 5
+#define N_POLICIES 6
 #define NS_PER_SEC 1000000000LL
 /* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
 #define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)

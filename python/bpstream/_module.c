@@ -22,6 +22,7 @@ const char *const policy_names[N_POLICIES] = {
     [BPS_POLICY_DROP_NEWEST] = "drop_newest",
     [BPS_POLICY_REJECT] = "reject",
     [BPS_POLICY_DROP_ALL] = "drop_all",
+    [BPS_POLICY_ADAPTIVE] = "adaptive",
 };
 static const char *const policy_member_names[N_POLICIES] = {
     [BPS_POLICY_BLOCK] = "BLOCK",
@@ -29,6 +30,7 @@ static const char *const policy_member_names[N_POLICIES] = {
     [BPS_POLICY_DROP_NEWEST] = "DROP_NEWEST",
     [BPS_POLICY_REJECT] = "REJECT",
     [BPS_POLICY_DROP_ALL] = "DROP_ALL",
+    [BPS_POLICY_ADAPTIVE] = "ADAPTIVE",
 };
 
 /* ------------------------------------------------------------------------- */

@@ -198,6 +198,38 @@ flow_listeners_clear(StreamObject *self)
     Py_CLEAR(self->flow_listeners);
 }
 
+/* The rate controllers' and ManualClock's native handles (_rate.c, declared in
+ * _bpstream.h). Weak: a build without the rate controllers still links, and rate= /
+ * clock= then raise NotImplementedError. */
+__attribute__((weak)) bps_rate *bpstream_rate_handle(PyObject *obj);
+__attribute__((weak)) bps_clock *bpstream_clock_handle(PyObject *obj);
+
+/* Fills config's rate and clock from rate= / clock= (NULL or None: none). Borrowed
+ * handles: the core keeps the controller and the clock alive itself. 0 or -1. */
+static int
+rate_config_from_objects(PyObject *rate, PyObject *clock, bps_config *config)
+{
+    if (rate != NULL && rate != Py_None) {
+        if (bpstream_rate_handle == NULL) {
+            PyErr_SetString(PyExc_NotImplementedError, "this build has no rate controllers");
+            return -1;
+        }
+        if ((config->rate = bpstream_rate_handle(rate)) == NULL) {
+            return -1;
+        }
+    }
+    if (clock != NULL && clock != Py_None) {
+        if (bpstream_clock_handle == NULL) {
+            PyErr_SetString(PyExc_NotImplementedError, "this build has no manual clock");
+            return -1;
+        }
+        if ((config->clock = bpstream_clock_handle(clock)) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Fills config's flow fields from a bpstream.FlowControl. Returns 0 or -1. */
 static int
 flow_config_from_object(PyObject *flow, bps_config *config)
@@ -278,7 +310,8 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Creates self's stream once, with flow control when flow is a bpstream.FlowControl
  * (NULL or None: states reported only). Returns 0 or -1 with an exception. */
 static int
-stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObject *flow)
+stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObject *flow,
+                  PyObject *rate, PyObject *clock)
 {
     if (self->stream != NULL) {
         PyErr_Format(PyExc_RuntimeError, "%.200s.__init__() called twice",
@@ -293,6 +326,9 @@ stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObj
         .release_context = NULL,
     };
     if (flow != NULL && flow != Py_None && flow_config_from_object(flow, &config) < 0) {
+        return -1;
+    }
+    if (rate_config_from_objects(rate, clock, &config) < 0) {
         return -1;
     }
     bps_stream *stream;
@@ -320,16 +356,18 @@ stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObj
 int
 stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
 {
-    return stream_setup_flow(self, capacity, policy, NULL);
+    return stream_setup_flow(self, capacity, policy, NULL, NULL, NULL);
 }
 
 static int
 stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"capacity", "policy", "flow", NULL};
-    PyObject *capacity_obj, *policy_obj = NULL, *flow_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$O:BoundedStream", kwlist,
-                                     &capacity_obj, &policy_obj, &flow_obj)) {
+    static char *kwlist[] = {"capacity", "policy", "flow", "rate", "clock", NULL};
+    PyObject *capacity_obj, *policy_obj = NULL, *flow_obj = NULL, *rate_obj = NULL;
+    PyObject *clock_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:BoundedStream", kwlist,
+                                     &capacity_obj, &policy_obj, &flow_obj, &rate_obj,
+                                     &clock_obj)) {
         return -1;
     }
     if (!PyIndex_Check(capacity_obj)) {
@@ -356,7 +394,7 @@ stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
     if (policy_obj != NULL && policy_from_object(policy_obj, &policy) < 0) {
         return -1;
     }
-    return stream_setup_flow(self, capacity, policy, flow_obj);
+    return stream_setup_flow(self, capacity, policy, flow_obj, rate_obj, clock_obj);
 }
 
 /* Borrows item; runs under the stream's lock (GIL RULES, _bpstream.h). */
@@ -1318,7 +1356,7 @@ static PyMemberDef stream_members[] = {
 };
 
 PyDoc_STRVAR(stream_doc,
-"BoundedStream(capacity, policy='block', *, flow=None)\n"
+"BoundedStream(capacity, policy='block', *, flow=None, rate=None, clock=None)\n"
 "--\n"
 "\n"
 "A bounded, thread-safe FIFO stream with explicit backpressure.\n"
@@ -1329,6 +1367,10 @@ PyDoc_STRVAR(stream_doc,
 "'drop_all' (clear the backlog); a bpstream.Policy member works too.\n"
 "flow, a bpstream.FlowControl, delays puts that may wait while the stream is\n"
 "THROTTLED and holds them while PAUSED (see flow_state, on_flow_change, health).\n"
+"rate (TokenBucket, SlidingWindow, AIMD) paces every put that may wait (one permit\n"
+"per item; a put that may not wait takes one if it is there, else raises Full).\n"
+"policy='adaptive' blocks and is paced by an AIMD the stream drives itself (rate, or\n"
+"AIMD(1000, increase=100, window=0.1)). clock (a ManualClock) times time_paused.\n"
 "\n"
 "Iterating yields items like get() until the stream is closed and drained;\n"
 "`with BoundedStream(n) as s:` closes it on exit. len() is the current depth.\n"
