@@ -101,8 +101,8 @@ extension BoundedStream {
     /// - THROTTLED: one delay per put, `FlowMonitor.throttleDelayNanoseconds`.
     /// - PAUSED (and DROPPING with room, under hysteresis): waits until the state falls
     ///   below PAUSED, woken by the transition that makes it fall (a consumer's).
-    /// - DROPPING when full: `block` waits like PAUSED (for room, then for the state to fall:
-    ///   counted as a producer wait, `waitedForRoom`); the other policies decide at once.
+    /// - DROPPING when full: `block` waits for room as without flow control (a producer
+    ///   wait, `waitedForRoom`), then re-evaluates; the other policies decide at once.
     @usableFromInline
     func passFlowGate<Observer: WaitObserver>(
         start: Int64, timeoutNanoseconds: Int64, observer: inout Observer, waitedForRoom: inout Bool
@@ -133,17 +133,33 @@ extension BoundedStream {
                 }
             case .dropping where full && policy != .block:
                 return nil  // the policy decides, as without flow control
-            case .paused, .dropping:
-                let waitsForRoom = full  // block only: the others returned above
-                if waitsForRoom {
-                    waitedForRoom = true
-                    state.producerWillAwait()
-                }
+            case .dropping where full:
+                // block: waits for room as without flow control (the same spinning park,
+                // woken by consumers), then re-evaluates the state (PAUSED waits on).
+                waitedForRoom = true
                 let waitStart = MonotonicClock.now()
+                state.producerWillWait()
+                let parked = park(on: notFull, start: waitStart,
+                                  timeoutNanoseconds: deadline == Int64.max ? -1 : Swift.max(deadline - waitStart, 1),
+                                  observer: &observer) { _ in
+                    _ = absorbDeliveries()
+                    return state.isClosed || state.depth < state.capacity
+                }
+                state.producerDidWait(nanoseconds: MonotonicClock.now() - waitStart)
+                unlock()
+                observer.didWait()
+                lock.lock()
+                switch parked {
+                case .cancelled: return .cancelled
+                case .timedOut:
+                    state.producerGaveUp()
+                    return .full
+                case .done: continue
+                }
+            case .paused, .dropping:  // DROPPING here: with room, under hysteresis
                 let result = flowWait(until: deadline, observer: &observer) {
                     state.isClosed || state.flow.state < .paused
                 }
-                if waitsForRoom { state.producerDidAwait(nanoseconds: MonotonicClock.now() - waitStart) }
                 switch result {
                 case .cancelled: return .cancelled
                 case .timedOut:

@@ -234,8 +234,10 @@ final class FlowStreamTests: XCTestCase {
                 for i in 0..<2000 { try? stream.put(i, timeout: .seconds(10)); if i % 3 == 0 { _ = try? stream.get(timeout: .seconds(10)) } }
             }
         }
-        let consumer = TestThread { while (try? stream.get(timeout: .milliseconds(300))) != nil {} }
-        for t in threads { XCTAssertTrue(t.join(timeout: 60)) }
+        // The consumer drains until the producers are done and the stream is closed.
+        let consumer = TestThread { while (try? stream.get()) != nil {} }
+        for t in threads { XCTAssertTrue(t.join(timeout: 120)) }
+        stream.close()
         XCTAssertTrue(consumer.join(timeout: 60))
         // Each transition starts where the previous ended, and the last ends in the state now.
         let all = seen.current
