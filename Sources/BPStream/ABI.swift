@@ -107,9 +107,10 @@ public func abiStatusString(_ status: bps_status) -> UnsafePointer<CChar> {
 public func abiStreamCreate(
     _ config: UnsafePointer<bps_config>?, _ outStream: UnsafeMutablePointer<OpaquePointer?>?
 ) -> bps_status {
-    // The size before the flow-control fields (an older caller's struct) is accepted; the
-    // flow fields are read only when the size covers them all.
-    guard let config, let outStream, config.pointee.size >= configSizeBeforeFlow,
+    // Exactly the size before the flow-control fields (an older caller's struct), or at
+    // least the whole struct; a size between the two is a torn struct and refused.
+    guard let config, let outStream,
+          config.pointee.size == configSizeBeforeFlow || config.pointee.size >= MemoryLayout<bps_config>.size,
           case .some(let capacity) = coreCapacity(config.pointee.capacity),
           config.pointee.policy.rawValue <= BPS_POLICY_ADAPTIVE.rawValue
     else { return BPS_INVALID_ARGUMENT }
@@ -277,8 +278,9 @@ public func abiStreamJoin(
 @_cdecl("bps_stream_stats")
 public func abiStreamStats(_ stream: OpaquePointer?, _ out: UnsafeMutablePointer<bps_stats>?) -> bps_status {
     withStream(stream) { stream in
-        // An older caller's size (before the flow fields) gets the fields it has room for.
-        guard let out, out.pointee.size >= statsSizeBeforeFlow else { return BPS_INVALID_ARGUMENT }
+        // An older caller's size (exactly before the flow fields) gets the fields it has.
+        guard let out, out.pointee.size == statsSizeBeforeFlow || out.pointee.size >= MemoryLayout<bps_stats>.size
+        else { return BPS_INVALID_ARGUMENT }
         let size = out.pointee.size
         let stats = stream.stats()
         var c = bps_stats()

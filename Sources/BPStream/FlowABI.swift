@@ -11,7 +11,7 @@ let statsSizeBeforeFlow = MemoryLayout<bps_stats>.offset(of: \bps_stats.flow_sta
 
 /// BPS_POLICY_ADAPTIVE's rate when the config names none: AIMD(1000, increase 100, window 0.1 s).
 func defaultAdaptiveRate() throws(StreamError) -> any RateController {
-    try AIMD(initial: 1000, increase: 100, windowNanoseconds: 100_000_000)
+    try AIMD(initial: 1000, increase: 100, windowNanoseconds: 100_000_000)  // = BoundedStream.adaptive's
 }
 
 @_cdecl("bps_stream_flow_state")

@@ -19,6 +19,21 @@ public final class FlowListener: @unchecked Sendable {
 extension BoundedStream {
     // MARK: - Public flow API
 
+    /// A `block` stream paced by an AIMD it drives itself (`policy="adaptive"`): a put that
+    /// waited for room, or entering PAUSED, backs the limit off; puts the rate held that go
+    /// through in NORMAL let it grow. `rate` defaults to AIMD(1000/s, increase 100, window 0.1 s).
+    public static func adaptive(
+        capacity: Int?, flow: FlowControl? = nil, rate: (any RateController)? = nil,
+        clock: any ControlClock = SystemClock.shared, onDrop: ((Element, DropReason) -> Void)? = nil
+    ) throws(StreamError) -> BoundedStream {
+        let pacing: any RateController
+        if let rate { pacing = rate } else {
+            pacing = try AIMD(initial: 1000, increase: 100, windowNanoseconds: 100_000_000, clock: clock)
+        }
+        return try BoundedStream(capacity: capacity, policy: .block, flow: flow, rate: pacing,
+                                 adaptive: true, clock: clock, onDrop: onDrop)
+    }
+
     /// The flow state now (as of the last transition; no lock taken).
     public var flowState: FlowState {
         FlowState(rawValue: flowStateMirror.load(ordering: .relaxed)) ?? .normal

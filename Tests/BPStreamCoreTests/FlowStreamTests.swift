@@ -287,6 +287,30 @@ final class FlowStreamTests: XCTestCase {
         XCTAssertEqual(rate.state.current.successes + rate.state.current.backpressures, 0)  // not adaptive
     }
 
+    func testAdaptiveStreamWithTheDefaultAIMDFollowsASlowConsumer() throws {
+        let stream = try BoundedStream<Int>.adaptive(capacity: 200)
+        XCTAssertEqual(stream.stats().rateLimit, 1000)
+        XCTAssertTrue(stream.isAdaptive)
+        let stop = Locked(false)
+        let producer = TestThread { var i = 0; while !stop.current { try? stream.put(i, timeout: .milliseconds(100)); i += 1 } }
+        // A consumer of about 500 items per second for 1.5 s: the limit backs off from 1000.
+        let start = monotonicSeconds()
+        var low = Double.infinity
+        var notFullLate = 0  // samples of the second half with room left
+        while monotonicSeconds() - start < 1.5 {
+            _ = try? stream.get(maxCount: 5, timeout: .milliseconds(50))
+            Thread.sleep(forTimeInterval: 0.01)
+            let stats = stream.stats()
+            low = Swift.min(low, stats.rateLimit ?? .infinity)
+            if monotonicSeconds() - start > 0.75 && stats.depth < 200 { notFullLate += 1 }
+        }
+        stop.withLock { $0 = true }
+        stream.close()
+        XCTAssertTrue(producer.join(timeout: 10))
+        XCTAssertLessThan(low, 1000)  // backed off (PAUSED, waits for room)
+        XCTAssertGreaterThan(notFullLate, 0)  // not sitting at full
+    }
+
     func testAdaptiveFeedback() throws {
         XCTAssertThrowsError(try BoundedStream<Int>(capacity: 10, adaptive: true))
         XCTAssertThrowsError(try BoundedStream<Int>(capacity: 10, policy: .reject, rate: FakeRate(), adaptive: true))

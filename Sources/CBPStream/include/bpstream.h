@@ -118,7 +118,7 @@ typedef struct bps_config {
     bps_policy policy;
     bps_release_fn release;   /* may be NULL: dropped items are then simply forgotten */
     void *release_context;    /* passed to release() as is */
-    /* Flow control (see "Flow control" near the end). A size that ends before these fields
+    /* Flow control (see "Flow control" near the end). size == offsetof(bps_config, flow)
      * (an older caller) means: flow 0, rate NULL, clock NULL. */
     uint32_t flow;            /* 1: puts that may wait are gated by the marks below; 0: the
                                  states are classified with the default marks, only reported */
@@ -173,7 +173,7 @@ typedef struct bps_stats {
     double consumed_per_second;    /* over the recent window below */
     double window_seconds;         /* the span the two rates above cover (about 1 s) */
     uint8_t closed;                /* 1 once closed */
-    /* Flow control. A size that ends before these fields gets the fields above only. */
+    /* Flow control. size == offsetof(bps_stats, flow_state) gets the fields above only. */
     uint32_t flow_state;           /* a bps_flow_state */
     uint64_t throttle_events;      /* transitions NORMAL -> THROTTLED */
     uint64_t pause_events;         /* transitions from NORMAL/THROTTLED to PAUSED/DROPPING */
