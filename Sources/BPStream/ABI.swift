@@ -79,7 +79,7 @@ private func coreCapacity(_ capacity: Int64) -> Int?? {
 
 @_cdecl("bps_abi_version")
 public func abiVersion() -> UInt32 {
-    2  // BPS_ABI_VERSION
+    3  // BPS_ABI_VERSION
 }
 
 @_cdecl("bps_status_string")
@@ -107,18 +107,38 @@ public func abiStatusString(_ status: bps_status) -> UnsafePointer<CChar> {
 public func abiStreamCreate(
     _ config: UnsafePointer<bps_config>?, _ outStream: UnsafeMutablePointer<OpaquePointer?>?
 ) -> bps_status {
-    guard let config, let outStream, config.pointee.size >= MemoryLayout<bps_config>.size,
+    // Exactly the size before the flow-control fields (an older caller's struct), or at
+    // least the whole struct; a size between the two is a torn struct and refused.
+    guard let config, let outStream,
+          config.pointee.size == configSizeBeforeFlow || config.pointee.size >= MemoryLayout<bps_config>.size,
           case .some(let capacity) = coreCapacity(config.pointee.capacity),
-          let policy = OverflowPolicy(rawValue: UInt8(truncatingIfNeeded: config.pointee.policy.rawValue)),
-          config.pointee.policy.rawValue <= 4
+          config.pointee.policy.rawValue <= BPS_POLICY_ADAPTIVE.rawValue
     else { return BPS_INVALID_ARGUMENT }
+    let adaptive = config.pointee.policy == BPS_POLICY_ADAPTIVE
+    let policy = adaptive
+        ? OverflowPolicy.block : OverflowPolicy(rawValue: UInt8(truncatingIfNeeded: config.pointee.policy.rawValue))!
     var onDrop: ((UnsafeMutableRawPointer, DropReason) -> Void)? = nil
     if let release = config.pointee.release {
         let context = config.pointee.release_context
         onDrop = { item, _ in release(item, context) }
     }
     do {
-        let stream = try ItemStream(capacity: capacity, policy: policy, onDrop: onDrop)
+        var flow: FlowControl? = nil
+        var rate: (any RateController)? = nil
+        var clock: any ControlClock = SystemClock.shared
+        if config.pointee.size >= MemoryLayout<bps_config>.size {
+            let c = config.pointee
+            guard c.flow <= 1 else { return BPS_INVALID_ARGUMENT }
+            if c.flow == 1 {
+                flow = try FlowControl(throttleAt: c.throttle_at, pauseAt: c.pause_at, minDelay: c.min_delay,
+                                       maxDelay: c.max_delay, hysteresis: c.hysteresis)
+            }
+            rate = c.rate.map(rateController)
+            if let handle = c.clock { clock = controlClock(handle) }
+        }
+        if adaptive && rate == nil { rate = try defaultAdaptiveRate() }
+        let stream = try ItemStream(capacity: capacity, policy: policy, flow: flow, rate: rate,
+                                    adaptive: adaptive, clock: clock, onDrop: onDrop)
         outStream.pointee = OpaquePointer(Unmanaged.passRetained(stream).toOpaque())
         return BPS_OK
     } catch {
@@ -258,10 +278,13 @@ public func abiStreamJoin(
 @_cdecl("bps_stream_stats")
 public func abiStreamStats(_ stream: OpaquePointer?, _ out: UnsafeMutablePointer<bps_stats>?) -> bps_status {
     withStream(stream) { stream in
-        guard let out, out.pointee.size >= MemoryLayout<bps_stats>.size else { return BPS_INVALID_ARGUMENT }
+        // An older caller's size (exactly before the flow fields) gets the fields it has.
+        guard let out, out.pointee.size == statsSizeBeforeFlow || out.pointee.size >= MemoryLayout<bps_stats>.size
+        else { return BPS_INVALID_ARGUMENT }
+        let size = out.pointee.size
         let stats = stream.stats()
         var c = bps_stats()
-        c.size = out.pointee.size
+        c.size = size
         c.produced = stats.produced
         c.consumed = stats.consumed
         c.dropped = stats.dropped
@@ -283,7 +306,17 @@ public func abiStreamStats(_ stream: OpaquePointer?, _ out: UnsafeMutablePointer
         c.consumed_per_second = stats.consumedPerSecond
         c.window_seconds = stats.windowSeconds
         c.closed = stats.isClosed ? 1 : 0
-        out.pointee = c
+        c.flow_state = UInt32(stats.flowState.rawValue)
+        c.throttle_events = stats.throttleEvents
+        c.pause_events = stats.pauseEvents
+        c.time_paused_ns = stats.timePausedNanoseconds
+        c.throttle_delay = stats.throttleDelay
+        c.rate_limit = stats.rateLimit ?? -1
+        c.recent_drop_rate = stats.recentDropRate
+        withUnsafeBytes(of: &c) { bytes in
+            UnsafeMutableRawPointer(out).copyMemory(
+                from: bytes.baseAddress!, byteCount: Swift.min(size, MemoryLayout<bps_stats>.size))
+        }
         return BPS_OK
     }
 }
@@ -320,7 +353,7 @@ public func abiStreamSetCapacity(_ stream: OpaquePointer?, _ capacity: Int64) ->
 public func abiStreamPolicy(_ stream: OpaquePointer?, _ out: UnsafeMutablePointer<bps_policy>?) -> bps_status {
     withStream(stream) { stream in
         guard let out else { return BPS_INVALID_ARGUMENT }
-        out.pointee = bps_policy(rawValue: UInt32(stream.policy.rawValue))
+        out.pointee = stream.isAdaptive ? BPS_POLICY_ADAPTIVE : bps_policy(rawValue: UInt32(stream.policy.rawValue))
         return BPS_OK
     }
 }

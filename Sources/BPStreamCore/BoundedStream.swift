@@ -70,28 +70,62 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// The overflow policy, fixed at creation.
     public let policy: OverflowPolicy
 
+    /// Puts waiting in the flow gate (a pause, or a throttle delay) wait here; broadcast
+    /// when the flow state falls below PAUSED, and on close (FlowGate.swift).
+    @usableFromInline let flowResumed = PthreadCondition()
+    /// Paces every put that may wait (one permit per item), outside the lock; `nil`: none.
+    public let rateController: (any RateController)?
+    /// Whether the stream feeds `rateController` its own signals (`policy="adaptive"`):
+    /// backpressure when a put waited for room or the stream entered PAUSED, success when a
+    /// put held by the rate went through in NORMAL.
+    public let isAdaptive: Bool
+    /// Flow listeners (`onFlowChange`), guarded by `lock`; called outside it, in order.
+    @usableFromInline var flowListeners: [FlowListener] = []
+    /// Whether some thread is delivering flow transitions (guarded by `lock`): one at a
+    /// time, so listeners see them in order.
+    @usableFromInline var deliveringFlow = false
+    /// The flow state as of the last unlock that changed it: read without the lock.
+    @usableFromInline let flowStateMirror = Atomic<UInt8>(0)
+
     /// Creates a stream.
     ///
     /// - Parameters:
     ///   - capacity: `1...StreamLimits.maximumCapacity`, or `nil` for an unbounded stream
     ///     (then no put ever waits or drops).
     ///   - policy: what a full stream does with the next put.
+    ///   - flow: watermark flow control: puts that may wait are delayed while THROTTLED and
+    ///     wait while PAUSED (see `FlowControl`). `nil`: the states are classified with the
+    ///     default marks and reported, and no put is delayed.
+    ///   - rate: paces every put that may wait by one permit per item (outside the lock); a
+    ///     put that may not wait takes a permit if one is there, else fails with `full`.
+    ///   - adaptive: feed `rate` the stream's signals (an AIMD then follows the consumer);
+    ///     needs `policy: .block` and a `rate`.
+    ///   - clock: the time base of `timePaused` (a `ManualClock` in tests).
     ///   - onDrop: called for each item evicted, cleared, discarded by an immediate close,
     ///     or left at deinit; outside the lock.
-    /// - Throws: `StreamError.invalidArgument` for a capacity out of range.
+    /// - Throws: `StreamError.invalidArgument` for a capacity out of range, or `adaptive`
+    ///   without `.block` and a rate.
     public init(
-        capacity: Int?, policy: OverflowPolicy = .block,
+        capacity: Int?, policy: OverflowPolicy = .block, flow: FlowControl? = nil,
+        rate: (any RateController)? = nil, adaptive: Bool = false,
+        clock: any ControlClock = SystemClock.shared,
         onDrop: ((Element, DropReason) -> Void)? = nil
     ) throws(StreamError) {
         if let capacity, !(1...StreamLimits.maximumCapacity).contains(capacity) {
             throw .invalidArgument(
                 "capacity must be between 1 and \(StreamLimits.maximumCapacity), got \(capacity)")
         }
+        if adaptive && (policy != .block || rate == nil) {
+            throw .invalidArgument("an adaptive stream blocks and is paced by a rate controller")
+        }
         self.policy = policy
         self.onDrop = onDrop
-        self.state = StreamStateMachine(capacity: capacity, policy: policy, now: MonotonicClock.now())
+        self.rateController = rate
+        self.isAdaptive = adaptive
+        self.state = StreamStateMachine(capacity: capacity, policy: policy, now: MonotonicClock.now(),
+                                        flow: flow, clock: clock)
         ForkRegistry.register(
-            ForkMember(lock: lock, conditions: [notFull, notEmpty, allTasksDone]) {
+            ForkMember(lock: lock, conditions: [notFull, notEmpty, allTasksDone, flowResumed]) {
                 [unowned(unsafe) self] in self.forgetWaitersAfterFork()
             },
             for: ObjectIdentifier(self))
@@ -101,6 +135,8 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// it or were counted as parked stayed in the parent.
     func forgetWaitersAfterFork() {
         state.forgetWaiters()
+        state.flowWaiters = 0
+        deliveringFlow = false
         spinning.store(0, ordering: .relaxed)
         spinMisses = (0, 0)
     }
@@ -122,14 +158,35 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     ///   waits at most that long. Only `block` ever waits.
     /// - Important: `.stored` moves the item into the stream; every other outcome leaves
     ///   it with the caller. Evicted or cleared items go to `onDrop` before this returns.
+    ///   With flow control, a put that may wait passes the flow gate first (a delay while
+    ///   THROTTLED, a wait while PAUSED); with a rate, it first takes a permit (FlowGate.swift).
     @inlinable
     public func put<Observer: WaitObserver>(
         _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> PutOutcome {
+        if rateController != nil {
+            return putPaced(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+        }
+        var waitedForRoom = false
+        return putUnpaced(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer,
+                          waitedForRoom: &waitedForRoom)
+    }
+
+    /// `put` without the rate: sets `waitedForRoom` when the put had to wait for room.
+    @inlinable
+    func putUnpaced<Observer: WaitObserver>(
+        _ item: Element, timeoutNanoseconds: Int64, observer: inout Observer,
+        waitedForRoom: inout Bool
+    ) -> PutOutcome {
         lock.lock()
+        if state.putsMustPassFlowGate && timeoutNanoseconds != 0 {
+            return putThroughFlowGate(item, timeoutNanoseconds: timeoutNanoseconds,
+                                      observer: &observer, waitedForRoom: &waitedForRoom)
+        }
         if storeIfRoomThenUnlock(item) { return .stored }  // the hot path
         let action = state.put(item)
         if case .mustWait = action {
+            if timeoutNanoseconds != 0 { waitedForRoom = true }
             return putWaiting(item, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
         }
         if action.stores { watches.itemsAppeared() }
@@ -230,6 +287,9 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func put<Items: Collection, Observer: WaitObserver>(
         contentsOf items: Items, timeoutNanoseconds: Int64, observer: inout Observer
     ) -> (taken: Int, outcome: PutOutcome) where Items.Element == Element {
+        if rateController != nil {
+            return putPaced(contentsOf: items, timeoutNanoseconds: timeoutNanoseconds, observer: &observer)
+        }
         var taken = 0
         var outcome = PutOutcome.stored
         var wakeConsumers = false
@@ -238,6 +298,21 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         var start: Int64 = 0  // set when the first wait begins: the timeout runs from there
         var index = items.startIndex
         lock.lock()
+        // Flow control gates a batch once, before its first item (FlowGate.swift); the
+        // time the gate took counts against the call's timeout.
+        var timeoutNanoseconds = timeoutNanoseconds
+        if state.putsMustPassFlowGate && timeoutNanoseconds != 0 && !items.isEmpty {
+            let gateStart = MonotonicClock.now()
+            var waitedForRoom = false
+            if let refused = passFlowGate(start: gateStart, timeoutNanoseconds: timeoutNanoseconds,
+                                          observer: &observer, waitedForRoom: &waitedForRoom) {
+                unlock()
+                return (0, refused)
+            }
+            if timeoutNanoseconds > 0 {
+                timeoutNanoseconds = Swift.max(timeoutNanoseconds - (MonotonicClock.now() - gateStart), 1)
+            }
+        }
         loop: while index != items.endIndex {
             absorbBeforePut(items.distance(from: index, to: items.endIndex), deciding: true)
             // As many as fit, at once; then the next one item by item, which may wait,
@@ -481,6 +556,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
             notEmpty.broadcast()
             allTasksDone.broadcast()
         }
+        flowResumed.broadcast()  // puts in the flow gate end at once (cheap when none wait)
         if let onDrop { for item in action.discarded { onDrop(item, .discardedOnClose) } }
     }
 
@@ -674,23 +750,57 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     /// Releases the lock, then notifies the watches that the transitions made under it
     /// concern (`Watches.pending`): every transition's unlock goes through here, so no
     /// armed watch misses a readiness, and none is notified under the lock.
+    /// Flow transitions made under the lock (`state.flowPending`) are acted on here too.
     @inlinable @inline(__always)
     func unlock() {
-        if watches.pending.isEmpty {
+        if watches.pending.isEmpty && !state.flowPending {
             lock.unlock()
             return
         }
+        unlockActing()
+    }
+
+    /// `unlock` when watches are due or the flow state changed: collects what to do under
+    /// the lock, unlocks, then notifies watches, wakes puts waiting in the flow gate,
+    /// reports pauses to an adaptive rate, and delivers flow transitions to listeners.
+    @usableFromInline
+    func unlockActing() {
         let due = watches.collectDue()
+        var wakeFlowWaiters = false
+        var pausesToReport = 0
+        var deliver = false
+        if state.flowPending {
+            state.flowPending = false
+            wakeFlowWaiters = state.flowWakeWaiters
+            state.flowWakeWaiters = false
+            pausesToReport = state.flowPausesToReport
+            state.flowPausesToReport = 0
+            flowStateMirror.store(state.flow.state.rawValue, ordering: .relaxed)
+            if !state.flowTransitions.isEmpty && !deliveringFlow {
+                deliveringFlow = true
+                deliver = true
+            }
+        }
         updateAbsorbRequest()
         lock.unlock()
         due.deliver()
+        if wakeFlowWaiters { flowResumed.broadcast() }
+        if pausesToReport > 0, isAdaptive, let rateController {
+            for _ in 0..<pausesToReport { rateController.recordBackpressure() }
+        }
+        if deliver { deliverFlowTransitions() }
     }
 
-    /// Keeps `absorbRequested` (the word after the delivery marks) in step with whether a
-    /// watch waits for room (lock held).
+    /// Keeps `absorbRequested` (the word after the delivery marks) in step (lock held): set
+    /// while a watch waits for room, or while the flow state is above NORMAL on a stream
+    /// whose flow state acts (gates puts, has listeners, or drives an adaptive rate), so
+    /// consumers then settle each delivery and the state falls (and paused puts wake) at once.
     @inlinable
     func updateAbsorbRequest() {
-        (deliveredMarks + 1).pointee.store(watches.armedWritable > 0 ? 1 : 0, ordering: .relaxed)
+        let flowActs = state.flow.state != .normal
+            && (state.flowGatesPuts || state.flowListeners > 0 || isAdaptive)
+        (deliveredMarks + 1).pointee.store(watches.armedWritable > 0 || flowActs ? 1 : 0,
+                                           ordering: .relaxed)
     }
 
     /// Registers `notify` for readiness notifications (see `StreamWatch` for the protocol).
@@ -818,6 +928,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
         // does not fit stores up to the capacity, then comes back here, full).
         let after = Swift.min(depth &+ count, state.capacity)
         if after > Int(truncatingIfNeeded: state.counters.peakDepth)
+            || after >= state.flow.riseAt  // the flow state rises only on the exact depth
             || (deciding && depth >= state.capacity)
         {
             _ = absorbDeliveries()
@@ -875,6 +986,7 @@ public final class BoundedStream<Element>: @unchecked Sendable {
                 "capacity must be between 1 and \(StreamLimits.maximumCapacity), got \(capacity)")
         }
         lock.lock()
+        _ = absorbDeliveries()
         let wake = state.setCapacity(capacity ?? Int.max)
         watches.roomAppeared()  // harmless when it shrank: a woken waiter just retries
         noteTransition()
@@ -886,9 +998,11 @@ public final class BoundedStream<Element>: @unchecked Sendable {
     public func stats() -> StreamStats {
         let now = MonotonicClock.now()
         lock.lock()
-        defer { unlock() }
         _ = absorbDeliveries()
-        return state.snapshot(now: now)
+        var stats = state.snapshot(now: now)
+        unlock()
+        stats.rateLimit = rateController?.currentRate  // the controller's code: not under our lock
+        return stats
     }
 
     /// Calls `body` on each buffered item, oldest first, until it returns `false`.

@@ -63,13 +63,65 @@ struct StreamStateMachine<Element> {
     @usableFromInline var waitingJoiners = 0
     @usableFromInline var rate: RateWindow
 
-    /// - Parameter capacity: `1...StreamLimits.maximumCapacity`, or `nil` for unbounded.
+    // MARK: flow state (see Flow.swift)
+
+    /// The flow state of the depth this machine sees, updated by every transition that
+    /// changes the depth or the capacity (`flowCheck`). Classified with the default marks
+    /// when flow control is off: then it is only reported.
+    @usableFromInline var flow: FlowMonitor
+    /// Whether puts that may wait are delayed or paused by the flow state (`flow:` given).
+    @usableFromInline let flowGatesPuts: Bool
+    /// The time base of the flow accounting (`timePaused`): read only when the state changes
+    /// and at snapshots, so this machine stays a pure function of its inputs for a manual clock.
+    @usableFromInline let flowClock: any ControlClock
+    /// `flowGatesPuts && flow.state != .normal`: the one test a put's hot path makes.
+    @usableFromInline var putsMustPassFlowGate = false
+    /// Something for the lock holder to do once unlocked (`BoundedStream.unlock`): flow
+    /// transitions to deliver, paused puts to wake, the absorb request to update.
+    @usableFromInline var flowPending = false
+    /// Transitions not yet delivered to listeners, oldest first (kept only while any listen).
+    @usableFromInline var flowTransitions: [FlowTransition] = []
+    /// Registered flow listeners (transitions are queued only while this is nonzero).
+    @usableFromInline var flowListeners = 0
+    /// Puts waiting in the flow gate (a pause or a throttle delay): they wait on their own
+    /// condition, woken when the state falls below PAUSED and on close.
+    @usableFromInline var flowWaiters = 0
+    /// The state fell below PAUSED while puts waited for it: broadcast once unlocked.
+    @usableFromInline var flowWakeWaiters = false
+    /// Entries into PAUSED or DROPPING not yet reported to an adaptive rate (after unlock).
+    @usableFromInline var flowPausesToReport = 0
+
+    /// - Parameters:
+    ///   - capacity: `1...StreamLimits.maximumCapacity`, or `nil` for unbounded.
+    ///   - flow: the flow marks; `nil`: the default marks, reported only, no put gated.
+    ///   - clock: the time base of the flow accounting.
     @usableFromInline
-    init(capacity: Int?, policy: OverflowPolicy, now: Int64) {
+    init(capacity: Int?, policy: OverflowPolicy, now: Int64, flow: FlowControl? = nil,
+         clock: any ControlClock = SystemClock.shared) {
         self.capacity = capacity ?? Int.max
         self.policy = policy
         // The ring grows on demand (and may fail to): a large bound costs nothing until used.
         self.rate = RateWindow(now: now)
+        self.flow = FlowMonitor(control: flow ?? .default, capacity: capacity, now: clock.now())
+        self.flowGatesPuts = flow != nil
+        self.flowClock = clock
+    }
+
+    /// Updates the flow state after a depth change: two integer compares unless it changes.
+    @inlinable @inline(__always)
+    mutating func flowCheck() {
+        if flow.mayChange(depth: depth) { flowChanged(flow.observe(depth: depth, now: flowClock.now())) }
+    }
+
+    /// Records a flow transition (if any) for the lock holder to act on once unlocked.
+    @usableFromInline
+    mutating func flowChanged(_ transition: FlowTransition?) {
+        guard let transition else { return }
+        putsMustPassFlowGate = flowGatesPuts && flow.state != .normal
+        if flowListeners > 0 { flowTransitions.append(transition) }
+        if transition.old >= .paused && transition.new < .paused && flowWaiters > 0 { flowWakeWaiters = true }
+        if transition.old < .paused && transition.new >= .paused { flowPausesToReport += 1 }
+        flowPending = true
     }
 
     // MARK: put
@@ -130,7 +182,8 @@ struct StreamStateMachine<Element> {
     mutating func takeIfAny() -> Element? {
         guard let item = buffer.popFirst() else { return nil }
         counters.consumed &+= 1
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped)
+        flowCheck()
         return item
     }
 
@@ -214,7 +267,7 @@ struct StreamStateMachine<Element> {
         counters.produced &+= UInt64(count)
         counters.droppedShed &+= UInt64(count)
         counters.backpressureEvents &+= UInt64(count)
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped)
     }
 
     /// Stores `item`, growing the ring to hold the whole depth (see the invariants);
@@ -234,7 +287,8 @@ struct StreamStateMachine<Element> {
         counters.unfinishedTasks &+= UInt64(count)
         let depth = UInt64(self.depth)
         if depth > counters.peakDepth { counters.peakDepth = depth }
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped)
+        flowCheck()
     }
 
     /// A put that got `.mustWait` is about to park.
@@ -289,7 +343,8 @@ struct StreamStateMachine<Element> {
             return isClosed ? .closed(failure) : .mustWait
         }
         counters.consumed &+= 1
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped)
+        flowCheck()
         return .item(item, wakeProducer: producerCanProceed)
     }
 
@@ -333,7 +388,8 @@ struct StreamStateMachine<Element> {
             return .took(count: count, wakeProducers: producersNeedWaking)
         }
         counters.consumed &+= UInt64(count)
-        rate.tick(produced: counters.produced, consumed: counters.consumed)
+        rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped)
+        flowCheck()
         return .took(count: count, wakeProducers: producerCanProceed)
     }
 
@@ -381,7 +437,9 @@ struct StreamStateMachine<Element> {
             discarded = buffer.takeAll()!  // keeping no room: cannot fail
             counters.droppedOnClose &+= UInt64(discarded.count)
             _ = finishTasks(UInt64(discarded.count))
+            flowCheck()
         }
+        if flowWaiters > 0 { flowWakeWaiters = true; flowPending = true }
         let wakeAll = waitingProducers > 0 || waitingConsumers > 0 || waitingJoiners > 0
         return CloseAction(discarded: discarded, wakeAll: wakeAll)
     }
@@ -408,6 +466,7 @@ struct StreamStateMachine<Element> {
         let delivered = Swift.min(Swift.max(delivered, 0), reserved)
         reserved -= delivered
         counters.consumed &+= UInt64(delivered)
+        if delivered > 0 { flowCheck() }
         return delivered
     }
 
@@ -429,8 +488,9 @@ struct StreamStateMachine<Element> {
                 buffer.prependAssumingRoom(contentsOf: returned)
                 action.wakeConsumers = waitingConsumers > 0
             }
+            flowCheck()
         }
-        if delivered > 0 { rate.tick(produced: counters.produced, consumed: counters.consumed) }
+        if delivered > 0 { rate.tick(produced: counters.produced, consumed: counters.consumed, dropped: counters.dropped) }
         action.wakeProducers = producerCanProceed && producersNeedWaking
         return action
     }
@@ -472,6 +532,8 @@ struct StreamStateMachine<Element> {
     @usableFromInline
     mutating func setCapacity(_ newCapacity: Int) -> Bool {
         capacity = newCapacity
+        flowChanged(flow.setCapacity(newCapacity == Int.max ? nil : newCapacity, depth: depth,
+                                     now: flowClock.now()))
         return producerCanProceed
     }
 
@@ -481,9 +543,17 @@ struct StreamStateMachine<Element> {
         stats.depth = UInt64(depth)
         stats.capacity = capacity == Int.max ? nil : capacity
         stats.isClosed = isClosed
+        stats.flowState = flow.state
+        stats.throttleEvents = flow.throttleEvents
+        stats.pauseEvents = flow.pauseEvents
+        stats.timePausedNanoseconds = UInt64(Swift.max(flow.timePausedNanoseconds(now: flowClock.now()), 0))
+        stats.throttleDelay = flow.throttleDelay(depth: depth)
+        stats.recentDropRate = rate.recentDropRate(now: now, produced: counters.produced,
+                                                   dropped: counters.dropped)
         (stats.producedPerSecond, stats.consumedPerSecond, stats.windowSeconds) =
             rate.rates(now: now, produced: counters.produced, consumed: counters.consumed)
-        rate.record(now: now, produced: counters.produced, consumed: counters.consumed)
+        rate.record(now: now, produced: counters.produced, consumed: counters.consumed,
+                    dropped: counters.dropped)
         return stats
     }
 }

@@ -43,6 +43,20 @@ public struct StreamStats: Sendable, Equatable {
     public var windowSeconds: Double = 0
     /// Whether the stream is closed.
     public var isClosed: Bool = false
+    /// The flow state of the depth now (classified with the default marks without `flow:`).
+    public var flowState: FlowState = .normal
+    /// Transitions NORMAL -> THROTTLED.
+    public var throttleEvents: UInt64 = 0
+    /// Transitions from NORMAL or THROTTLED to PAUSED or DROPPING.
+    public var pauseEvents: UInt64 = 0
+    /// Total time in PAUSED or DROPPING, the current spell included (on the stream's clock).
+    public var timePausedNanoseconds: UInt64 = 0
+    /// The delay a put that may wait takes now, seconds: 0 outside THROTTLED.
+    public var throttleDelay: Double = 0
+    /// The rate controller's limit (items per second); `nil` without one.
+    public var rateLimit: Double? = nil
+    /// dropped / produced over the recent window (`windowSeconds`); 0 when nothing was produced.
+    public var recentDropRate: Double = 0
 
     public init() {}
 
@@ -63,10 +77,12 @@ struct RateWindow {
         @usableFromInline var time: Int64
         @usableFromInline var produced: UInt64
         @usableFromInline var consumed: UInt64
-        @usableFromInline init(time: Int64, produced: UInt64, consumed: UInt64) {
+        @usableFromInline var dropped: UInt64
+        @usableFromInline init(time: Int64, produced: UInt64, consumed: UInt64, dropped: UInt64) {
             self.time = time
             self.produced = produced
             self.consumed = consumed
+            self.dropped = dropped
         }
     }
 
@@ -82,25 +98,43 @@ struct RateWindow {
 
     @usableFromInline
     init(now: Int64) {
-        samples = [Sample(time: now, produced: 0, consumed: 0)]
+        samples = [Sample(time: now, produced: 0, consumed: 0, dropped: 0)]
         samples.reserveCapacity(Self.maximumSamples)
     }
 
     /// Counts one operation; every so often reads the clock and maybe records a sample.
     @inlinable @inline(__always)
-    mutating func tick(produced: UInt64, consumed: UInt64) {
+    mutating func tick(produced: UInt64, consumed: UInt64, dropped: @autoclosure () -> UInt64) {
         operationsSinceClockRead &+= 1
         if operationsSinceClockRead >= Self.operationsPerClockRead {
             operationsSinceClockRead = 0
-            record(now: MonotonicClock.now(), produced: produced, consumed: consumed)
+            record(now: MonotonicClock.now(), produced: produced, consumed: consumed, dropped: dropped())
         }
     }
 
     @usableFromInline
-    mutating func record(now: Int64, produced: UInt64, consumed: UInt64) {
+    mutating func record(now: Int64, produced: UInt64, consumed: UInt64, dropped: UInt64) {
         if let last = samples.last, now - last.time < Self.interval { return }
         if samples.count >= Self.maximumSamples { samples.removeFirst() }
-        samples.append(Sample(time: now, produced: produced, consumed: consumed))
+        samples.append(Sample(time: now, produced: produced, consumed: consumed, dropped: dropped))
+    }
+
+    /// The base of the rates: the newest sample at least one window old, else the oldest.
+    @usableFromInline
+    func base(now: Int64) -> Sample {
+        for sample in samples.reversed() where now - sample.time >= Self.window { return sample }
+        return samples[0]
+    }
+
+    /// dropped / produced since `base(now:)` (0 when nothing was produced since): the
+    /// drop rate of about the last second (a health check's `recent_drop_rate`).
+    @usableFromInline
+    func recentDropRate(now: Int64, produced: UInt64, dropped: UInt64) -> Double {
+        let base = base(now: now)
+        let producedDelta = produced >= base.produced ? produced - base.produced : 0
+        let droppedDelta = dropped >= base.dropped ? dropped - base.dropped : 0
+        guard producedDelta > 0 else { return 0 }
+        return Swift.min(Double(droppedDelta) / Double(producedDelta), 1)
     }
 
     /// Rates from the newest sample at least one window old (the oldest one, while the
@@ -108,11 +142,7 @@ struct RateWindow {
     /// never a sliver, so a quiet spell reads as a low rate, not as noise.
     @usableFromInline
     func rates(now: Int64, produced: UInt64, consumed: UInt64) -> (Double, Double, Double) {
-        var base = samples[0]
-        for sample in samples.reversed() where now - sample.time >= Self.window {
-            base = sample
-            break
-        }
+        let base = base(now: now)
         let span = Double(now - base.time) / 1e9
         guard span > 0 else { return (0, 0, 0) }
         // Counters only grow; the guard keeps a snapshot from ever trapping regardless.

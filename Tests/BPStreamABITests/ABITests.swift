@@ -219,7 +219,7 @@ final class ABITests: XCTestCase {
         for capacity: Int64 in [0, -2, Int64(BPS_CAPACITY_MAX) + 1, Int64.min, Int64.max] {
             bad.append(("capacity \(capacity)", config(capacity: capacity)))
         }
-        for policy: UInt32 in [5, 99, 256, 260, UInt32.max] {
+        for policy: UInt32 in [6, 99, 256, 260, UInt32.max] {  // 5: BPS_POLICY_ADAPTIVE
             bad.append(("policy \(policy)", config(capacity: 4, policy: bps_policy(rawValue: policy))))
         }
         for (what, c) in bad {

@@ -79,8 +79,8 @@ def run_threads(produce: Body, consume: Body) -> float:
 
 # --- contenders: each takes n and returns the elapsed seconds for n items ---------
 
-def bp_stream_iter(n: int) -> float:
-    s = bpstream.BoundedStream(CAPACITY)
+def bp_stream_iter(n: int, flow=None) -> float:
+    s = bpstream.BoundedStream(CAPACITY, flow=flow)
 
     def produce() -> None:
         put = s.put
@@ -95,6 +95,12 @@ def bp_stream_iter(n: int) -> float:
     elapsed = run_threads(produce, consume)
     check_stream(s, n)
     return elapsed
+
+
+def bp_stream_iter_flow(n: int) -> float:
+    """The handoff with flow control on, marks at full: NORMAL until the stream is full
+    (issue 9: flow= in NORMAL costs at most 10% of the handoff)."""
+    return bp_stream_iter(n, bpstream.FlowControl(throttle_at=1.0, pause_at=1.0, max_delay=0.0))
 
 
 def bp_stream_get(n: int) -> float:
@@ -235,6 +241,7 @@ class Contender:
 
 
 HANDOFF = "bpstream.BoundedStream(1024), consumer `for x in s`"
+FLOW_HANDOFF = "  the same with flow=FlowControl(throttle_at=1.0, pause_at=1.0)"
 QUEUE = "queue.Queue(maxsize=1024)"
 DEQUE = "collections.deque append+popleft"
 
@@ -249,6 +256,7 @@ def contenders() -> list[Contender]:
     janus_skip = "" if have("janus") else "skipped: janus not installed"
     return [
         Contender("a", HANDOFF, bp_stream_iter),
+        Contender("a", FLOW_HANDOFF, bp_stream_iter_flow),
         Contender("a", "bpstream.BoundedStream(1024), consumer get() loop", bp_stream_get),
         Contender("a", "bpstream.Queue(maxsize=1024)", bp_queue),
         Contender("a", QUEUE, std_queue),
@@ -316,6 +324,11 @@ def report(cs: list[Contender], n: int) -> None:
 
     print()
     print(f"handoff vs queue.Queue: {fmt_ratio(paired(by_name[QUEUE].rates), 1.0)} (target >= 20x)")
+    if FLOW_HANDOFF in by_name:
+        flow_ratio = [a / b for a, b in zip(by_name[FLOW_HANDOFF].rates, handoff) if a and b]
+        if flow_ratio:
+            print(f"handoff with flow= (NORMAL) vs without: {statistics.median(flow_ratio):.2f}x"
+                  " (target >= 0.9x)")
     print(f"handoff vs deque ceiling: {fmt_ratio(paired(by_name[DEQUE].rates), 1.0)} (target >= 0.4x)")
     print(f"  (handoff = {HANDOFF}; median over the rounds of the ratio within a round;"
           f" the table's ratios compare best rounds)")

@@ -40,6 +40,7 @@ from ._kanban import Kanban, KanbanStats, StageStats
 from ._fanout import FanOut
 from ._pipeline import Pipeline, Stage
 from ._shutdown import ShutdownReport
+from ._flow import FlowControl, FlowListener, FlowState, Health, Recommendation
 from ._sources import read_chunks, read_lines
 
 #: Alias matching Python 3.13's ``queue.ShutDown``; the same class as ``Closed``.
@@ -71,37 +72,42 @@ def get_include() -> str:
 
 
 __all__ = [
-    "AsyncFanOut",
+    "abi_version",
     "AIMD",
+    "AsyncFanOut",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
     "FanOut",
+    "FlowControl",
+    "FlowListener",
+    "FlowState",
+    "from_aiter",
+    "from_iter",
     "Full",
+    "get_include",
+    "Health",
     "Kanban",
     "KanbanStats",
-    "Pipeline",
     "Limiter",
     "ManualClock",
+    "Pipeline",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
+    "read_chunks",
+    "read_lines",
+    "Recommendation",
     "ShutDown",
-    "StageStats",
     "ShutdownReport",
-    "Stage",
     "SlidingWindow",
+    "Stage",
+    "StageStats",
     "Stats",
     "Token",
     "TokenBucket",
     "__version__",
-    "abi_version",
-    "from_aiter",
-    "from_iter",
-    "get_include",
-    "read_chunks",
-    "read_lines",
 ]

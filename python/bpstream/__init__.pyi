@@ -26,6 +26,13 @@ from ._kanban import Kanban as Kanban, KanbanStats as KanbanStats, StageStats as
 from ._fanout import FanOut as FanOut
 from ._pipeline import Pipeline as Pipeline, Stage as Stage
 from ._shutdown import ShutdownReport as ShutdownReport
+from ._flow import (
+    FlowControl as FlowControl,
+    FlowListener as FlowListener,
+    FlowState as FlowState,
+    Health as Health,
+    Recommendation as Recommendation,
+)
 from ._sources import read_chunks as read_chunks, read_lines as read_lines
 
 def get_include() -> str: ...
@@ -34,37 +41,42 @@ ShutDown = Closed
 
 __version__: str
 __all__ = [
-    "AsyncFanOut",
+    "abi_version",
     "AIMD",
+    "AsyncFanOut",
     "AsyncQueue",
     "BoundedStream",
     "Closed",
     "Empty",
     "FanOut",
+    "FlowControl",
+    "FlowListener",
+    "FlowState",
+    "from_aiter",
+    "from_iter",
     "Full",
+    "get_include",
+    "Health",
     "Kanban",
     "KanbanStats",
-    "Pipeline",
     "Limiter",
     "ManualClock",
+    "Pipeline",
     "Policy",
     "ProducerError",
     "Queue",
     "QueueEmpty",
     "QueueFull",
+    "read_chunks",
+    "read_lines",
+    "Recommendation",
     "ShutDown",
-    "StageStats",
     "ShutdownReport",
-    "Stage",
     "SlidingWindow",
+    "Stage",
+    "StageStats",
     "Stats",
     "Token",
     "TokenBucket",
     "__version__",
-    "abi_version",
-    "from_aiter",
-    "from_iter",
-    "get_include",
-    "read_chunks",
-    "read_lines",
 ]

@@ -640,7 +640,8 @@ stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (status == BPS_OK || status == BPS_SHED) {   /* the fast path */
         return ready_new(self->state, Py_NewRef(status == BPS_OK ? Py_True : Py_False));
     }
-    if (status == BPS_FULL && timeout_ns != 0 && self->policy == BPS_POLICY_BLOCK) {
+    if (status == BPS_FULL && timeout_ns != 0
+        && (self->policy == BPS_POLICY_BLOCK || self->policy == BPS_POLICY_ADAPTIVE)) {
         PyObject *call[3] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None};
         return call_aio(self->state, "aput_wait", call, 3);
     }
@@ -662,7 +663,8 @@ queue_aqput(StreamObject *self, PyObject *item)
     if (status == BPS_OK || status == BPS_SHED) {   /* the fast path */
         return ready_new(self->state, Py_NewRef(Py_None));
     }
-    if (status == BPS_FULL && self->policy == BPS_POLICY_BLOCK) {
+    if (status == BPS_FULL
+        && (self->policy == BPS_POLICY_BLOCK || self->policy == BPS_POLICY_ADAPTIVE)) {
         PyObject *call[2] = {(PyObject *)self, item};
         return call_aio(self->state, "aqput_wait", call, 2);
     }

@@ -74,7 +74,7 @@ policy_from_object(PyObject *obj, bps_policy *out)
     }
     PyErr_Format(PyExc_ValueError,
                  "policy must be one of 'block', 'drop_oldest', 'drop_newest', "
-                 "'reject', 'drop_all', not %R", obj);
+                 "'reject', 'drop_all', 'adaptive', not %R", obj);
     return -1;
 }
 

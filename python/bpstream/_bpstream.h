@@ -74,7 +74,7 @@
 
 #include "bpstream.h"
 
-#define N_POLICIES 5
+#define N_POLICIES 6
 #define NS_PER_SEC 1000000000LL
 /* Signals are checked this often while the main thread waits (Ctrl-C within 100 ms). */
 #define MAIN_THREAD_POLL_NS ((int64_t)50 * 1000 * 1000)
@@ -129,6 +129,8 @@ typedef struct StreamObject {
     /* Every initialised StreamObject of the process, for the fork child (GIL held). */
     struct StreamObject *prev_stream, *next_stream;
     PyObject *async_waiters;       /* bpstream._aio's per-loop waiters, or NULL (_aio.py) */
+    PyObject *flow_listeners;      /* list of capsules, one per on_flow_change registration
+                                      (each owns a bps_flow_listener), or NULL (_stream.c) */
     PyObject *failure;             /* (exception, traceback) a Python producer closed the
                                     * stream with (_close_with_error), or NULL */
 } StreamObject;
@@ -286,6 +288,12 @@ truth(PyObject *obj, int default_value)
 /* _module.c */
 // The policies' values ('block', ...), indexed by bps_policy; static strings.
 extern const char *const policy_names[N_POLICIES];
+
+/* From a thread that may not hold the GIL (a flow callback): takes it, unless the
+ * interpreter is exiting (returns 0: skip the Python work). A 1 is paired with
+ * native_gil_leave. Counted in the atexit handshake like native releases (_module.c). */
+int native_gil_enter(PyGILState_STATE *gil);
+void native_gil_leave(PyGILState_STATE gil);
 // The release callback of every stream (steals item); any thread, GIL or not.
 void release_item(void *item, void *context);
 // Adds self to / removes it from the process's list of live streams. GIL held.

@@ -4,11 +4,12 @@ import queue
 import sys
 from collections.abc import Awaitable, Iterable, Iterator
 from types import GenericAlias, TracebackType
-from typing import Any, Final, Generic, Literal, final
+from typing import Any, Callable, Final, Generic, Literal, final
 
 from typing_extensions import Self, TypeAlias, TypeVar
 
 from ._asyncqueue import AsyncQueue
+from ._flow import FlowControl, FlowListener, FlowState, Health
 
 # Items are any Python object; BoundedStream[int] narrows it, unparameterized means Any.
 _T = TypeVar("_T", default=Any)
@@ -21,6 +22,7 @@ class Policy(enum.StrEnum):
     DROP_NEWEST = "drop_newest"
     REJECT = "reject"
     DROP_ALL = "drop_all"
+    ADAPTIVE = "adaptive"
 
 # Any str naming a policy ("block", "drop_oldest", ...); Policy members are str.
 _PolicyArg: TypeAlias = Policy | str
@@ -64,6 +66,13 @@ class Stats(tuple[Any, ...]):
         "consumed_per_second",
         "window_seconds",
         "closed",
+        "flow_state",
+        "throttle_events",
+        "pause_events",
+        "time_paused",
+        "throttle_delay",
+        "rate_limit",
+        "recent_drop_rate",
     )
     @property
     def produced(self) -> int: ...
@@ -107,11 +116,37 @@ class Stats(tuple[Any, ...]):
     def window_seconds(self) -> float: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def flow_state(self) -> FlowState: ...
+    @property
+    def throttle_events(self) -> int: ...
+    @property
+    def pause_events(self) -> int: ...
+    @property
+    def time_paused(self) -> float: ...
+    @property
+    def throttle_delay(self) -> float: ...
+    @property
+    def rate_limit(self) -> float | None: ...
+    @property
+    def recent_drop_rate(self) -> float: ...
 
 class BoundedStream(Generic[_T]):
     """A bounded, thread-safe FIFO stream with explicit backpressure."""
 
-    def __init__(self, capacity: int, policy: _PolicyArg = "block") -> None: ...
+    def __init__(
+        self,
+        capacity: int,
+        policy: _PolicyArg = "block",
+        *,
+        flow: FlowControl | None = None,
+        rate: Any = None,
+        clock: Any = None,
+    ) -> None: ...
+    @property
+    def flow_state(self) -> FlowState: ...
+    def on_flow_change(self, callback: Callable[[FlowState, FlowState, float], object], /) -> FlowListener: ...
+    def health(self, warning: float = 0.1, unhealthy: float = 0.3) -> Health: ...
     def put(self, item: _T, /, timeout: float | None = None) -> bool: ...
     def put_nowait(self, item: _T, /) -> bool: ...
     def get(self, timeout: float | None = None) -> _T: ...

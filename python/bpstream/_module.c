@@ -22,6 +22,7 @@ const char *const policy_names[N_POLICIES] = {
     [BPS_POLICY_DROP_NEWEST] = "drop_newest",
     [BPS_POLICY_REJECT] = "reject",
     [BPS_POLICY_DROP_ALL] = "drop_all",
+    [BPS_POLICY_ADAPTIVE] = "adaptive",
 };
 static const char *const policy_member_names[N_POLICIES] = {
     [BPS_POLICY_BLOCK] = "BLOCK",
@@ -29,6 +30,7 @@ static const char *const policy_member_names[N_POLICIES] = {
     [BPS_POLICY_DROP_NEWEST] = "DROP_NEWEST",
     [BPS_POLICY_REJECT] = "REJECT",
     [BPS_POLICY_DROP_ALL] = "DROP_ALL",
+    [BPS_POLICY_ADAPTIVE] = "ADAPTIVE",
 };
 
 /* ------------------------------------------------------------------------- */
@@ -113,6 +115,25 @@ release_object_without_gil(PyObject *object)
         Py_DECREF(object);
         PyGILState_Release(gil);
     }
+    atomic_fetch_sub(&native_releasers, 1);
+}
+
+int
+native_gil_enter(PyGILState_STATE *gil)
+{
+    atomic_fetch_add(&native_releasers, 1);
+    if (atomic_load(&interpreter_exiting)) {
+        atomic_fetch_sub(&native_releasers, 1);
+        return 0;
+    }
+    *gil = PyGILState_Ensure();
+    return 1;
+}
+
+void
+native_gil_leave(PyGILState_STATE gil)
+{
+    PyGILState_Release(gil);
     atomic_fetch_sub(&native_releasers, 1);
 }
 

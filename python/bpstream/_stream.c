@@ -91,6 +91,174 @@ monotonic_ns(void)
 }
 
 /* ------------------------------------------------------------------------- */
+/* Flow control: flow= parsing, flow listeners (on_flow_change)              */
+/* ------------------------------------------------------------------------- */
+
+/* One on_flow_change registration: a capsule in self->flow_listeners points to it.
+ * ctx is owned by the core listener (released through flow_context_release once the
+ * listener is removed and no callback runs); NULL here once removed. */
+typedef struct {
+    PyObject *callback;        /* a strong reference, dropped by flow_context_release */
+} flow_context;
+
+typedef struct {
+    bps_flow_listener *listener;   /* NULL once removed */
+    flow_context *ctx;             /* borrowed while listener != NULL (for GC traversal) */
+} flow_registration;
+
+#define FLOW_CAPSULE "bpstream.flow_listener"
+
+// Returns a new reference to bpstream._flow, or NULL with an exception.
+static PyObject *
+flow_module(void)
+{
+    return PyImport_ImportModule("bpstream._flow");
+}
+
+/* The core's flow callback: runs without the stream's lock, on any thread, with or
+ * without the GIL. Takes the GIL (unless the interpreter is exiting), keeps whatever
+ * exception the thread was raising, and reports the callback's own exception as
+ * unraisable: it never reaches (or breaks) the put whose transition it reports. */
+static void
+flow_callback(void *context, bps_flow_state old_state, bps_flow_state new_state, double fill)
+{
+    flow_context *ctx = (flow_context *)context;
+    PyGILState_STATE gil;
+    if (!native_gil_enter(&gil)) {
+        return;
+    }
+    PyObject *pending = get_raised_exception();
+    PyObject *flow = flow_module();
+    PyObject *result = NULL;
+    if (flow != NULL) {
+        result = PyObject_CallMethod(flow, "_deliver", "Oiid", ctx->callback, (int)old_state,
+                                     (int)new_state, fill);
+        Py_DECREF(flow);
+    }
+    if (result == NULL) {
+        PyErr_WriteUnraisable(ctx->callback);
+    }
+    Py_XDECREF(result);
+    set_raised_exception(pending);
+    native_gil_leave(gil);
+}
+
+/* The core's release of a listener's context: once removed and no callback runs. */
+static void
+flow_context_release(void *context)
+{
+    flow_context *ctx = (flow_context *)context;
+    PyGILState_STATE gil;   /* reentrant: also right on a thread that holds the GIL */
+    if (native_gil_enter(&gil)) {
+        Py_DECREF(ctx->callback);
+        native_gil_leave(gil);
+    }   /* exiting: the callback is left to the interpreter's teardown */
+    PyMem_RawFree(ctx);
+}
+
+/* Removes a registration from the core (GIL held; the core never waits for the GIL
+ * while holding its lock, so this cannot deadlock). Idempotent. */
+static void
+flow_registration_remove(flow_registration *reg)
+{
+    bps_flow_listener *listener = reg->listener;
+    if (listener == NULL) {
+        return;
+    }
+    reg->listener = NULL;
+    reg->ctx = NULL;
+    (void)bps_flow_listener_remove(listener);
+}
+
+static void
+flow_capsule_destroy(PyObject *capsule)
+{
+    flow_registration *reg = PyCapsule_GetPointer(capsule, FLOW_CAPSULE);
+    if (reg != NULL) {
+        flow_registration_remove(reg);
+        PyMem_Free(reg);
+    }
+}
+
+/* Ends every registration (dealloc, tp_clear). */
+static void
+flow_listeners_clear(StreamObject *self)
+{
+    PyObject *list = self->flow_listeners;
+    if (list == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        flow_registration *reg = PyCapsule_GetPointer(PyList_GET_ITEM(list, i), FLOW_CAPSULE);
+        if (reg != NULL) {
+            flow_registration_remove(reg);
+        }
+    }
+    PyErr_Clear();
+    Py_CLEAR(self->flow_listeners);
+}
+
+/* Fills config's rate and clock from rate= / clock= (NULL or None: none), through
+ * bpstream_rate_handle / bpstream_clock_handle (_rate.c). Borrowed handles: the core
+ * keeps the controller and the clock alive itself. 0 or -1. */
+static int
+rate_config_from_objects(PyObject *rate, PyObject *clock, bps_config *config)
+{
+    if (rate != NULL && rate != Py_None) {
+        if ((config->rate = bpstream_rate_handle(rate)) == NULL) {
+            return -1;
+        }
+    }
+    if (clock != NULL && clock != Py_None) {
+        if ((config->clock = bpstream_clock_handle(clock)) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills config's flow fields from a bpstream.FlowControl. Returns 0 or -1. */
+static int
+flow_config_from_object(PyObject *flow, bps_config *config)
+{
+    PyObject *module = flow_module();
+    if (module == NULL) {
+        return -1;
+    }
+    PyObject *type = PyObject_GetAttrString(module, "FlowControl");
+    Py_DECREF(module);
+    if (type == NULL) {
+        return -1;
+    }
+    int ok = PyObject_IsInstance(flow, type);
+    Py_DECREF(type);
+    if (ok <= 0) {
+        if (ok == 0) {
+            PyErr_Format(PyExc_TypeError, "flow must be a bpstream.FlowControl or None, not %.100s",
+                         Py_TYPE(flow)->tp_name);
+        }
+        return -1;
+    }
+    static const char *const names[] = {"throttle_at", "pause_at", "min_delay", "max_delay",
+                                        "hysteresis"};
+    double *fields[] = {&config->throttle_at, &config->pause_at, &config->min_delay,
+                        &config->max_delay, &config->hysteresis};
+    for (int i = 0; i < 5; i++) {
+        PyObject *value = PyObject_GetAttrString(flow, names[i]);
+        if (value == NULL) {
+            return -1;
+        }
+        *fields[i] = PyFloat_AsDouble(value);
+        Py_DECREF(value);
+        if (*fields[i] == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    config->flow = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
 /* BoundedStream: construction, GC, deallocation                             */
 /* ------------------------------------------------------------------------- */
 
@@ -122,12 +290,15 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->handed_to_native = 0;
     self->prev_stream = self->next_stream = NULL;
     self->async_waiters = NULL;
+    self->flow_listeners = NULL;
     return (PyObject *)self;
 }
 
-/* Creates self's stream once. Returns 0 or -1 with an exception. */
-int
-stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
+/* Creates self's stream once, with flow control when flow is a bpstream.FlowControl
+ * (NULL or None: states reported only). Returns 0 or -1 with an exception. */
+static int
+stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObject *flow,
+                  PyObject *rate, PyObject *clock)
 {
     if (self->stream != NULL) {
         PyErr_Format(PyExc_RuntimeError, "%.200s.__init__() called twice",
@@ -141,6 +312,12 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
         .release = release_item,
         .release_context = NULL,
     };
+    if (flow != NULL && flow != Py_None && flow_config_from_object(flow, &config) < 0) {
+        return -1;
+    }
+    if (rate_config_from_objects(rate, clock, &config) < 0) {
+        return -1;
+    }
     bps_stream *stream;
     bps_status status = bps_stream_create(&config, &stream);
     if (status != BPS_OK) {
@@ -162,13 +339,22 @@ stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
     return 0;
 }
 
+/* Creates self's stream once (no flow control: states reported only). */
+int
+stream_setup(StreamObject *self, int64_t capacity, bps_policy policy)
+{
+    return stream_setup_flow(self, capacity, policy, NULL, NULL, NULL);
+}
+
 static int
 stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"capacity", "policy", NULL};
-    PyObject *capacity_obj, *policy_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:BoundedStream", kwlist,
-                                     &capacity_obj, &policy_obj)) {
+    static char *kwlist[] = {"capacity", "policy", "flow", "rate", "clock", NULL};
+    PyObject *capacity_obj, *policy_obj = NULL, *flow_obj = NULL, *rate_obj = NULL;
+    PyObject *clock_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:BoundedStream", kwlist,
+                                     &capacity_obj, &policy_obj, &flow_obj, &rate_obj,
+                                     &clock_obj)) {
         return -1;
     }
     if (!PyIndex_Check(capacity_obj)) {
@@ -195,7 +381,7 @@ stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
     if (policy_obj != NULL && policy_from_object(policy_obj, &policy) < 0) {
         return -1;
     }
-    return stream_setup(self, capacity, policy);
+    return stream_setup_flow(self, capacity, policy, flow_obj, rate_obj, clock_obj);
 }
 
 /* Borrows item; runs under the stream's lock (GIL RULES, _bpstream.h). */
@@ -221,6 +407,17 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->async_waiters);
     Py_VISIT(self->failure);
+    Py_VISIT(self->flow_listeners);
+    if (self->flow_listeners != NULL) {
+        /* Each live registration's context holds its callback for this stream. */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->flow_listeners); i++) {
+            flow_registration *reg = PyCapsule_GetPointer(
+                PyList_GET_ITEM(self->flow_listeners, i), FLOW_CAPSULE);
+            if (reg != NULL && reg->ctx != NULL) {
+                Py_VISIT(reg->ctx->callback);
+            }
+        }
+    }
     for (Py_ssize_t i = self->ahead_next; i < self->ahead_count; i++) {
         if (!bps_item_is_frame(self->ahead[i])) {
             Py_VISIT((PyObject *)self->ahead[i]);
@@ -242,6 +439,7 @@ stream_clear(StreamObject *self)
 {
     Py_CLEAR(self->async_waiters);
     Py_CLEAR(self->failure);
+    flow_listeners_clear(self);
     if (self->stream != NULL) {
         ahead_settle(self);
         (void)bps_stream_close(self->stream, BPS_CLOSE_IMMEDIATE);
@@ -289,6 +487,7 @@ stream_dealloc(StreamObject *self)
     }
     Py_CLEAR(self->async_waiters);
     Py_CLEAR(self->failure);
+    flow_listeners_clear(self);
     PyMem_Free(self->ahead);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -658,6 +857,19 @@ PyDoc_STRVAR(stream_stats_doc,
 "Return a consistent snapshot of the stream's counters as a bpstream.Stats.\n"
 "In every snapshot produced == consumed + dropped + depth.");
 
+// Returns a new reference: bpstream.FlowState(value), or NULL with an exception set.
+static PyObject *
+flow_state_object(int value)
+{
+    PyObject *flow = flow_module();
+    if (flow == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_CallMethod(flow, "FlowState", "i", value);
+    Py_DECREF(flow);
+    return result;
+}
+
 // Returns a new reference, or NULL with an exception set.
 static PyObject *
 u64(uint64_t v)
@@ -702,6 +914,13 @@ stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored))
         PyFloat_FromDouble(s.consumed_per_second),
         PyFloat_FromDouble(s.window_seconds),
         PyBool_FromLong(s.closed),
+        flow_state_object((int)s.flow_state),
+        u64(s.throttle_events),
+        u64(s.pause_events),
+        PyFloat_FromDouble((double)s.time_paused_ns / 1e9),
+        PyFloat_FromDouble(s.throttle_delay),
+        s.rate_limit < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(s.rate_limit),
+        PyFloat_FromDouble(s.recent_drop_rate),
     };
     int failed = 0;
     for (Py_ssize_t i = 0; i < (Py_ssize_t)(sizeof(fields) / sizeof(fields[0])); i++) {
@@ -920,6 +1139,145 @@ stream_start_reader(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+stream_get_flow_state(StreamObject *self, void *Py_UNUSED(closure))
+{
+    CHECK_INIT(self);
+    bps_flow_state state;
+    bps_status status = bps_stream_flow_state(self->stream, &state);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return flow_state_object((int)state);
+}
+
+PyDoc_STRVAR(stream_on_flow_change_doc,
+"on_flow_change($self, callback, /)\n"
+"--\n"
+"\n"
+"Call callback(old, new, fill) once per flow transition (old and new are\n"
+"bpstream.FlowState, fill is depth / capacity after it), in order, never while the\n"
+"stream's lock is held: it may call back into the stream. It runs on the thread whose\n"
+"call made the transition (a native producer's too, with the GIL taken for it). An\n"
+"exception in it is reported (sys.unraisablehook) and never breaks the put.\n"
+"Returns a handle whose remove() ends the registration; the stream keeps it until then.");
+
+static PyObject *
+stream_on_flow_change(StreamObject *self, PyObject *callback)
+{
+    CHECK_INIT(self);
+    if (!PyCallable_Check(callback)) {
+        PyErr_Format(PyExc_TypeError, "callback must be callable, not %.100s",
+                     Py_TYPE(callback)->tp_name);
+        return NULL;
+    }
+    if (self->flow_listeners == NULL && (self->flow_listeners = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    PyObject *flow = flow_module();
+    if (flow == NULL) {
+        return NULL;
+    }
+    flow_registration *reg = PyMem_Malloc(sizeof(*reg));
+    flow_context *ctx = PyMem_RawMalloc(sizeof(*ctx));
+    if (reg == NULL || ctx == NULL) {
+        PyMem_Free(reg);
+        PyMem_RawFree(ctx);
+        Py_DECREF(flow);
+        return PyErr_NoMemory();
+    }
+    ctx->callback = Py_NewRef(callback);
+    reg->ctx = ctx;
+    reg->listener = NULL;
+    bps_status status = bps_stream_on_flow_change(self->stream, flow_callback, flow_context_release,
+                                                  ctx, &reg->listener);
+    if (status != BPS_OK) {
+        Py_DECREF(ctx->callback);
+        PyMem_RawFree(ctx);
+        PyMem_Free(reg);
+        Py_DECREF(flow);
+        return stream_error(self, status);
+    }
+    PyObject *capsule = PyCapsule_New(reg, FLOW_CAPSULE, flow_capsule_destroy);
+    if (capsule == NULL) {
+        flow_registration_remove(reg);
+        PyMem_Free(reg);
+        Py_DECREF(flow);
+        return NULL;
+    }
+    PyObject *handle = NULL;
+    if (PyList_Append(self->flow_listeners, capsule) == 0) {
+        handle = PyObject_CallMethod(flow, "FlowListener", "OO", (PyObject *)self, capsule);
+    }
+    if (handle == NULL) {   /* ends the registration: the capsule's destructor removes it */
+        flow_registration_remove(reg);
+    }
+    Py_DECREF(capsule);
+    Py_DECREF(flow);
+    return handle;
+}
+
+static PyObject *
+stream_remove_flow_listener(StreamObject *self, PyObject *capsule)
+{
+    CHECK_INIT(self);
+    flow_registration *reg = PyCapsule_GetPointer(capsule, FLOW_CAPSULE);
+    if (reg == NULL) {
+        return NULL;
+    }
+    flow_registration_remove(reg);
+    if (self->flow_listeners != NULL) {
+        Py_ssize_t i = PySequence_Index(self->flow_listeners, capsule);
+        if (i >= 0) {
+            if (PySequence_DelItem(self->flow_listeners, i) < 0) {
+                return NULL;
+            }
+        }
+        else {
+            PyErr_Clear();   /* removed before */
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(stream_health_doc,
+"health($self, /, warning=0.1, unhealthy=0.3)\n"
+"--\n"
+"\n"
+"Return a bpstream.Health: status 'healthy' (drop rate below warning), 'warning'\n"
+"(warning <= drop rate <= unhealthy) or 'unhealthy' (above), the drop rate\n"
+"(dropped / produced, 0 when nothing was produced), the recent drop rate (over the\n"
+"stats' recent window, about a second) and a Recommendation(action, reason, suggestion).");
+
+static PyObject *
+stream_health(StreamObject *self, PyObject *args, PyObject *kwds)
+{
+    CHECK_INIT(self);
+    PyObject *flow = flow_module();
+    if (flow == NULL) {
+        return NULL;
+    }
+    PyObject *health = PyObject_GetAttrString(flow, "_health");
+    Py_DECREF(flow);
+    if (health == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *full = PyTuple_New(n + 1);
+    if (full == NULL) {
+        Py_DECREF(health);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(full, 0, Py_NewRef((PyObject *)self));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(full, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    }
+    PyObject *result = PyObject_Call(health, full, kwds);
+    Py_DECREF(full);
+    Py_DECREF(health);
+    return result;
+}
+
 static PyMethodDef stream_methods[] = {
     {"_start_reader", (PyCFunction)(void (*)(void))stream_start_reader, METH_FASTCALL,
      stream_start_reader_doc},
@@ -936,6 +1294,10 @@ static PyMethodDef stream_methods[] = {
     {"close", (PyCFunction)(void (*)(void))stream_close, METH_FASTCALL | METH_KEYWORDS,
      stream_close_doc},
     {"stats", (PyCFunction)stream_stats, METH_NOARGS, stream_stats_doc},
+    {"on_flow_change", (PyCFunction)stream_on_flow_change, METH_O, stream_on_flow_change_doc},
+    {"_remove_flow_listener", (PyCFunction)stream_remove_flow_listener, METH_O, NULL},
+    {"health", (PyCFunction)(void (*)(void))stream_health, METH_VARARGS | METH_KEYWORDS,
+     stream_health_doc},
     {"__enter__", (PyCFunction)stream_enter, METH_NOARGS, stream_enter_doc},
     {"aget", (PyCFunction)(void (*)(void))stream_aget, METH_FASTCALL | METH_KEYWORDS,
      stream_aget_doc},
@@ -961,6 +1323,8 @@ static PyMethodDef stream_methods[] = {
 };
 
 static PyGetSetDef stream_getset[] = {
+    {"flow_state", (getter)stream_get_flow_state, NULL,
+     PyDoc_STR("The flow state now (a bpstream.FlowState)."), NULL},
     {"closed", (getter)stream_get_closed, NULL,
      PyDoc_STR("True once close() has been called."), NULL},
     {"capacity", (getter)stream_get_capacity, NULL,
@@ -979,7 +1343,7 @@ static PyMemberDef stream_members[] = {
 };
 
 PyDoc_STRVAR(stream_doc,
-"BoundedStream(capacity, policy='block')\n"
+"BoundedStream(capacity, policy='block', *, flow=None, rate=None, clock=None)\n"
 "--\n"
 "\n"
 "A bounded, thread-safe FIFO stream with explicit backpressure.\n"
@@ -988,6 +1352,12 @@ PyDoc_STRVAR(stream_doc,
 "into a full stream does: 'block' (wait for room), 'drop_oldest' (evict the\n"
 "oldest item), 'drop_newest' (shed the new item), 'reject' (raise Full) or\n"
 "'drop_all' (clear the backlog); a bpstream.Policy member works too.\n"
+"flow, a bpstream.FlowControl, delays puts that may wait while the stream is\n"
+"THROTTLED and holds them while PAUSED (see flow_state, on_flow_change, health).\n"
+"rate (TokenBucket, SlidingWindow, AIMD) paces every put that may wait (one permit\n"
+"per item; a put that may not wait takes one if it is there, else raises Full).\n"
+"policy='adaptive' blocks and is paced by an AIMD the stream drives itself (rate, or\n"
+"AIMD(1000, increase=100, window=0.1)). clock (a ManualClock) times time_paused.\n"
 "\n"
 "Iterating yields items like get() until the stream is closed and drained;\n"
 "`with BoundedStream(n) as s:` closes it on exit. len() is the current depth.\n"
@@ -1044,6 +1414,13 @@ static PyStructSequence_Field stats_fields[] = {
     {"consumed_per_second", "get rate over the recent window"},
     {"window_seconds", "the span the two rates cover (about 1 s)"},
     {"closed", "True once closed"},
+    {"flow_state", "the flow state now (a bpstream.FlowState)"},
+    {"throttle_events", "transitions NORMAL -> THROTTLED"},
+    {"pause_events", "transitions from NORMAL or THROTTLED to PAUSED or DROPPING"},
+    {"time_paused", "seconds spent in PAUSED or DROPPING, the current spell included"},
+    {"throttle_delay", "seconds a put that may wait is delayed now (0 outside THROTTLED)"},
+    {"rate_limit", "the rate controller's limit in items per second, or None"},
+    {"recent_drop_rate", "dropped / produced over the recent window"},
     {NULL, NULL},
 };
 

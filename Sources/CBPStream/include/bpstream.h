@@ -68,7 +68,8 @@ extern "C" {
 #endif
 
 /* The ABI version this header describes; compare with bps_abi_version(). */
-#define BPS_ABI_VERSION 2  /* 2: readiness watches, try_put, async wait accounting, reader config */
+#define BPS_ABI_VERSION 3  /* 2: readiness watches, try_put, async wait accounting, reader config;
+                              3: flow control, clocks, rate controllers, tickets, limiter */
 
 /* The stream. Opaque: only pointers to it exist, made by bps_stream_create. */
 typedef struct bps_stream bps_stream;
@@ -102,7 +103,10 @@ typedef enum bps_policy {
     BPS_POLICY_DROP_OLDEST = 1, /* the oldest item is evicted (released), the new one stored */
     BPS_POLICY_DROP_NEWEST = 2, /* the new item is shed (BPS_SHED), the backlog keeps its order */
     BPS_POLICY_REJECT = 3,      /* the put fails at once with BPS_FULL */
-    BPS_POLICY_DROP_ALL = 4     /* the whole backlog is cleared (released), the new item stored */
+    BPS_POLICY_DROP_ALL = 4,    /* the whole backlog is cleared (released), the new item stored */
+    BPS_POLICY_ADAPTIVE = 5     /* block, paced by an AIMD rate the stream drives itself: see
+                                   "Flow control" (bps_config.rate, or AIMD(1000, increase 100,
+                                   window 0.1 s) when NULL) */
 } bps_policy;
 
 /* Releases one item the stream dropped on its own. Called without the stream's lock. */
@@ -115,6 +119,18 @@ typedef struct bps_config {
     bps_policy policy;
     bps_release_fn release;   /* may be NULL: dropped items are then simply forgotten */
     void *release_context;    /* passed to release() as is */
+    /* Flow control (see "Flow control" near the end). size == offsetof(bps_config, flow)
+     * (an older caller) means: flow 0, rate NULL, clock NULL. */
+    uint32_t flow;            /* 1: puts that may wait are gated by the marks below; 0: the
+                                 states are classified with the default marks, only reported */
+    double throttle_at;       /* flow 1: 0 < throttle_at <= pause_at (default 0.70) */
+    double pause_at;          /* flow 1: throttle_at <= pause_at <= 1 (default 0.90) */
+    double min_delay;         /* flow 1: seconds, >= 0 (default 0) */
+    double max_delay;         /* flow 1: seconds, min_delay ... 86400 (default 0.5) */
+    double hysteresis;        /* flow 1: 0 <= h < 1 (default 0) */
+    struct bps_rate *rate;    /* NULL, or a rate controller pacing every put (borrowed for the
+                                 call: the stream keeps the controller alive itself) */
+    struct bps_clock *clock;  /* NULL (CLOCK_MONOTONIC), or a manual clock: time_paused's base */
 } bps_config;
 
 typedef enum bps_wait_event {
@@ -158,6 +174,14 @@ typedef struct bps_stats {
     double consumed_per_second;    /* over the recent window below */
     double window_seconds;         /* the span the two rates above cover (about 1 s) */
     uint8_t closed;                /* 1 once closed */
+    /* Flow control. size == offsetof(bps_stats, flow_state) gets the fields above only. */
+    uint32_t flow_state;           /* a bps_flow_state */
+    uint64_t throttle_events;      /* transitions NORMAL -> THROTTLED */
+    uint64_t pause_events;         /* transitions from NORMAL/THROTTLED to PAUSED/DROPPING */
+    uint64_t time_paused_ns;       /* total time in PAUSED or DROPPING, the current spell included */
+    double throttle_delay;         /* seconds a put that may wait is delayed now (0 outside THROTTLED) */
+    double rate_limit;             /* the rate controller's limit, items/s; < 0 without one */
+    double recent_drop_rate;       /* dropped / produced over the recent window (0: none produced) */
 } bps_stats;
 
 /* ---------------------------------------------------------------------------
@@ -762,8 +786,61 @@ bps_status bps_limiter_enqueue(bps_limiter *limiter, bps_notify_fn notify,
 
 /* ---------------------------------------------------------------------------
  * Flow control (ABI 3): watermark states, pacing by a rate controller.
- * (Section owned by the flow-control work; filled in below.)
+ * With fill = depth / capacity, a bounded stream is in one of four flow states:
+ *   NORMAL     fill < throttle_at                  puts are never delayed
+ *   THROTTLED  throttle_at <= fill <= pause_at     a put that may wait is delayed once by
+ *              min_delay + (max_delay - min_delay) * (fill - throttle_at) / (pause_at - throttle_at)
+ *   PAUSED     fill > pause_at, not full           a put that may wait waits until the state
+ *                                                  falls below PAUSED, or its timeout passes
+ *   DROPPING   full                                the policy decides (block: waits as PAUSED)
+ * With hysteresis h > 0 a state is left downwards only below its entry mark minus h
+ * (DROPPING: below 1 - h). Unbounded streams are always NORMAL. Every depth change
+ * updates the state (puts, gets, evictions, clears, settles, close, set_capacity).
+ * Counting: throttle_events counts NORMAL -> THROTTLED, pause_events transitions from
+ * NORMAL or THROTTLED to PAUSED or DROPPING; time_paused_ns the time in PAUSED or DROPPING.
+ * GATED PUTS (bps_config.flow = 1): bps_stream_put, put_many (once per call, before its
+ * first item), put_frame(s) and readers with a timeout != 0. Delays and waits run without
+ * the stream's lock, run the waiter's hooks (BEGIN/POLL/END: a binding releases its runtime
+ * lock, POLL cancels), count against the timeout (a delay longer than the time left ends
+ * the put with BPS_FULL at its deadline, counted as rejected) and end at once on close. A
+ * put with timeout 0 and bps_stream_try_put are never delayed.
+ * PACING (bps_config.rate): every put that may wait first takes one permit per item from
+ * the rate (waiting without the stream's lock, hooks as above, within the timeout); a put
+ * with timeout 0 takes one only if it is there, else fails with BPS_FULL (rejected).
+ * bps_stream_try_put is not paced. BPS_POLICY_ADAPTIVE feeds the rate (an AIMD):
+ * backpressure when a put waited for room or the stream entered PAUSED/DROPPING, success
+ * when a put the rate held went through in NORMAL.
  * --------------------------------------------------------------------------- */
+typedef enum bps_flow_state {
+    BPS_FLOW_NORMAL = 0,
+    BPS_FLOW_THROTTLED = 1,
+    BPS_FLOW_PAUSED = 2,
+    BPS_FLOW_DROPPING = 3
+} bps_flow_state;
+
+/* *out_state gets the flow state now. Items: unchanged. */
+bps_status bps_stream_flow_state(bps_stream *stream, bps_flow_state *out_state);
+
+/* Called once per flow transition, in order, WITHOUT the stream's lock, on the thread whose
+ * call made the transition (or on the thread already delivering earlier ones: one thread
+ * delivers at a time). It may call into the stream. fill: depth / capacity after it. */
+typedef void (*bps_flow_fn)(void *context, bps_flow_state old_state, bps_flow_state new_state,
+                            double fill);
+
+typedef struct bps_flow_listener bps_flow_listener;
+
+/* Registers fn; *out_listener is the caller's (end it with bps_flow_listener_remove).
+ * context is the caller's until the listener is removed AND no call of fn is running:
+ * then release_context(context) runs once (may be NULL), on whichever thread finishes
+ * last. The listener holds a reference to the stream. Transitions made before this
+ * returns are not reported. Items: unchanged. */
+bps_status bps_stream_on_flow_change(bps_stream *stream, bps_flow_fn fn,
+                                     bps_context_release_fn release_context, void *context,
+                                     bps_flow_listener **out_listener);
+
+/* Unregisters and frees the listener: no transition made after this returns reaches fn
+ * (one being delivered may still). Drops its reference to the stream. */
+bps_status bps_flow_listener_remove(bps_flow_listener *listener);
 
 #ifdef __cplusplus
 }
