@@ -69,6 +69,30 @@ SCENARIOS: dict[str, Scenario] = {
         "bpstream._demos.overload:native_reader_async",
         "a native reader thread feeding a slow `async for` task; the loop stays free",
     ),
+    "blocking": Scenario(
+        "bpstream._demos.control:blocking",
+        "producer 200/s against consumer 50/s, policy block: held to the consumer's pace",
+    ),
+    "drop-oldest": Scenario(
+        "bpstream._demos.control:drop_oldest",
+        "the same load with drop_oldest: the producer runs free, stale items are evicted",
+    ),
+    "adaptive": Scenario(
+        "bpstream._demos.control:adaptive",
+        "policy adaptive: an AIMD rate limit following a varying consumer (--plot FILE.png)",
+    ),
+    "token-bucket": Scenario(
+        "bpstream._demos.control:token_bucket",
+        "a bursty producer (0-500/s) paced by a TokenBucket to a steady consumer (50/s)",
+    ),
+    "flow-states": Scenario(
+        "bpstream._demos.control:flow_states",
+        "the throttle curve, a pause and resume, health turning unhealthy",
+    ),
+    "strategies": Scenario(
+        "bpstream._demos.control:strategies",
+        "one overload, six strategies side by side",
+    ),
     "policy-illustration": Scenario(
         "bpstream._demos.pipelines:illustration_scenario",
         "buffer 4, ids 0..7 pushed then drained: what drop_newest and drop_oldest keep",

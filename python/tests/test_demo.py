@@ -49,6 +49,25 @@ def test_one_scenario_runs_by_name_in_plain_lines():
     assert "overload" not in out  # only the scenario named ran
 
 
+def test_flow_states_scenario_shows_the_curve_the_pause_and_health():
+    done = run_demo("flow-states")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "depth  70: THROTTLED delay   1.00 ms" in out
+    assert "depth  80: THROTTLED delay  50.50 ms" in out
+    assert "depth  91: PAUSED" in out and "depth 100: DROPPING" in out
+    assert "healthy (drop rate 0.00) -> warning" in out and "-> unhealthy" in out
+    assert "-- flow-states: ok" in out
+
+
+@pytest.mark.parametrize("name", ["adaptive", "strategies", "admission"])
+def test_control_scenarios_run_quickly_and_hold_their_checks(name):
+    done = run_demo(name, "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"-- {name}: ok" in done.stdout
+    assert "BROKEN" not in done.stdout
+
+
 def test_an_unknown_scenario_is_a_usage_error():
     done = run_demo("no-such-scenario")
     assert done.returncode == 2

@@ -236,8 +236,9 @@ def adaptive(plot: str | None = None, quick: bool = False) -> bool:
     ok = _report(out, 40)
     tail = out.samples[len(out.samples) // 2:]
     full = sum(1 for x in out.samples if x.depth >= 40)
+    a = aimd.stats()
     print(f"   rate limit now {stream.stats().rate_limit:,.0f}/s; samples at full: "
-          f"{full}/{len(out.samples)}; AIMD decreases/increases: {aimd.stats()}")
+          f"{full}/{len(out.samples)}; AIMD increases {a['increases']}, decreases {a['decreases']}")
     if tail:
         gap = [abs((x.rate_limit or 0) - x.consumed_per_s) for x in tail]
         print(f"   second half: mean |rate limit - consumer rate| = {sum(gap) / len(gap):.0f}/s")
@@ -286,8 +287,10 @@ def token_bucket() -> bool:
 
     out = run("token bucket", stream, bursty, lambda t: 50, 6.0, "token bucket 50/s")
     ok = _report(out, 30)
-    print(f"   bursts of 500/s reached the stream at <= 50/s + 20 burst: "
-          f"max depth {out.max_depth}, bucket {bucket.stats()}")
+    b = bucket.stats()
+    print(f"   bursts of 500/s reached the stream at 50/s (after a burst of 20): max depth "
+          f"{out.max_depth}/30; the bucket granted {b['granted']}, producers waited "
+          f"{b['total_wait']:.1f} s in all, {b['wakeups']} wake-ups")
     return ok
 
 
@@ -337,26 +340,30 @@ def flow_states() -> bool:
     print(f"   throttle_events {st.throttle_events}, pause_events {st.pause_events}, "
           f"time_paused {st.time_paused:.2f} s")
     stream.close()
-    # Health: a drop_newest stream that starts healthy and ends overrun.
+    # Health: a drop_newest stream whose consumer keeps up, then falls behind.
     lossy = BoundedStream(10, policy="drop_newest")
-    for i in range(100):
+    steps = []
+    for i in range(100):  # the consumer keeps up: nothing dropped
         lossy.put(i)
-        if i % 2 == 0:
-            lossy.get_nowait()
-    h1 = lossy.health()
-    for i in range(200):
+        lossy.get_nowait()
+    steps.append(lossy.health())
+    for i in range(40):  # the consumer stops: 10 stored, 30 shed
         lossy.put(i)
-    h2 = lossy.health()
-    print(f"   health: {h1.status} (drop rate {h1.drop_rate:.2f}) -> "
-          f"{h2.status} (drop rate {h2.drop_rate:.2f})")
+    steps.append(lossy.health())
+    for i in range(200):  # and stays stopped
+        lossy.put(i)
+    steps.append(lossy.health())
+    print("   health: " + " -> ".join(f"{h.status} (drop rate {h.drop_rate:.2f})" for h in steps))
+    h2 = steps[-1]
     print(f"   recommendation: {h2.recommendation.action}: {h2.recommendation.reason}; "
           f"{h2.recommendation.suggestion}")
-    return bool(seen) and h2.status == "unhealthy" and st.pause_events >= 1
+    return (bool(seen) and [h.status for h in steps] == ["healthy", "warning", "unhealthy"]
+            and st.pause_events >= 1)
 
 
 def strategies(quick: bool = False) -> bool:
     """One overload, six strategies side by side."""
-    seconds = 1.0 if quick else 2.5
+    seconds = 1.0 if quick else 1.5
     print(f"strategies: producer 400/s, consumer 100/s, capacity 50, {seconds:g} s each")
     rows = []
     configs = [
