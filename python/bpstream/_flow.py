@@ -27,6 +27,12 @@ class FlowState(enum.IntEnum):
     DROPPING = 3
     """Full: the overflow policy decides."""
 
+    def __str__(self) -> str:  # "PAUSED", not IntEnum's "2": states are read by people
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
+
 
 def _fraction(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):

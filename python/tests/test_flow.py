@@ -349,3 +349,9 @@ def test_health_of_an_empty_stream_and_bad_thresholds():
         s.health(warning=0.5, unhealthy=0.2)
     with pytest.raises(TypeError):
         s.health(warning="x")
+
+
+def test_flow_states_print_as_their_names_and_compare_as_ints():
+    state = bpstream.FlowState.PAUSED
+    assert str(state) == "PAUSED" and f"{state:>8}" == "  PAUSED"
+    assert state == 2 and bpstream.FlowState(3) is bpstream.FlowState.DROPPING
