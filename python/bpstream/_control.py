@@ -19,12 +19,17 @@ in arrival order and nobody barges. The rules are _aio.py's:
   (loop.call_later) for the time the poll gave (the sooner of the two). On a ManualClock
   every move notifies the tickets it makes due or whose timeout it passes, so no timer
   is set at all.
+- Fork: a child inherits the tickets of every loop. Only a loop on the forking thread can
+  run in the child; the tickets of the others would hold their place in line forever, so
+  the child releases them (counted as cancelled) at once (_forget_dead_tickets).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import threading
 
 from . import _aio
 
@@ -35,6 +40,10 @@ class _Tickets:
 
     def __init__(self) -> None:
         self.futures: dict = {}
+        # The loop's thread (created on it); every ticket of this loop from its enqueue
+        # until its release.
+        self.thread = threading.get_ident()
+        self.live: set = set()
 
     def dispatch(self) -> None:
         for ticket, future in list(self.futures.items()):
@@ -89,6 +98,7 @@ async def _wait_granted(owner, ticket, timeout, loop, tickets: _Tickets) -> floa
                 if timer is not None:
                     timer.cancel()
     finally:
+        tickets.live.discard(ticket)
         ticket.release(timed_out)
 
 
@@ -97,6 +107,7 @@ async def rate_wait(controller, n: int, timeout) -> float:
     loop = asyncio.get_running_loop()
     loop_waker, tickets = _loop_tickets(loop)
     ticket = controller._enqueue(n, loop_waker.waker)
+    tickets.live.add(ticket)
     return await _wait_granted(controller, ticket, timeout, loop, tickets)
 
 
@@ -105,7 +116,26 @@ async def limiter_wait(limiter, timeout, as_token: bool):
     loop = asyncio.get_running_loop()
     loop_waker, tickets = _loop_tickets(loop)
     ticket = limiter._enqueue(loop_waker.waker)
+    tickets.live.add(ticket)
     await _wait_granted(limiter, ticket, timeout, loop, tickets)
     # Granted: the slot is ours. No await between the grant and here, so no cancellation
     # can come between: the slot is handed to a Token (or to the async with block) at once.
     return limiter._adopt() if as_token else None
+
+
+def _forget_dead_tickets() -> None:
+    """In a forked child: release the tickets of loops that ran on other threads of the
+    parent (those loops cannot run here). A ticket released here takes nothing; its
+    coroutine, if it is ever closed, releases it again, which does nothing."""
+    me = threading.get_ident()
+    for loop_waker in list(_aio._loop_wakers.values()):
+        tickets = getattr(loop_waker, "tickets", None)
+        if tickets is None or tickets.thread == me:
+            continue
+        for ticket in list(tickets.live):
+            ticket.release(False)
+        tickets.live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_dead_tickets)

@@ -1,0 +1,108 @@
+"""Adversarial review of the rate controllers, ManualClock and Limiter/Token: each test
+here failed before the fix it names (see the commit that added it)."""
+
+import os
+import textwrap
+
+import pytest
+
+import bpstream
+from support import run_python
+
+
+def run_child_script(code, timeout=45):
+    proc = run_python(textwrap.dedent(code), timeout=timeout)
+    assert proc.returncode == 0, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+# --- fork while an asyncio task waits ---------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("kind", ["limiter", "bucket"])
+def test_a_child_forked_while_a_task_waits_is_not_blocked_by_the_parents_ticket(kind):
+    """The main thread's event loop waits in aacquire; another thread forks. In the child
+    that loop never runs again, so its ticket must not stay in line: the child's waiting
+    count is 0 and it is admitted at once when permits are there (before: waiting 1,
+    try_acquire refused forever, acquire timed out)."""
+    out = run_child_script(f"""
+        import asyncio, os, threading, time, bpstream
+        kind = {kind!r}
+        if kind == "limiter":
+            ctl = bpstream.Limiter(max_concurrent=1)
+            held = ctl.acquire()
+            free = held.release
+        else:
+            clock = bpstream.ManualClock()
+            ctl = bpstream.TokenBucket(1, 1, clock=clock)
+            assert ctl.try_acquire()
+            free = lambda: clock.advance(1)
+        def waiting():
+            return ctl.waiting if kind == "limiter" else ctl.stats()["waiting"]
+        def forker():
+            while waiting() != 1:
+                time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    w = waiting()
+                    free()
+                    got = ctl.try_acquire()
+                    cancelled = ctl.stats()["cancelled"]
+                    print("child", w, bool(got), cancelled, flush=True)
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            free()
+        async def main():
+            t = threading.Thread(target=forker)
+            t.start()
+            got = await ctl.aacquire(timeout=20)
+            if kind == "limiter":
+                got.release()
+            await asyncio.to_thread(t.join)
+            print("parent", waiting(), flush=True)
+        asyncio.run(main())
+    """)
+    assert "child 0 True 1" in out, out
+    assert "parent 0" in out, out
+
+
+# --- bool is not a number of permits, slots or a rate -----------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: bpstream.Limiter(max_concurrent=True),
+    lambda: bpstream.Limiter(rate=True),
+    lambda: bpstream.Limiter(rate=1, burst=True),
+    lambda: bpstream.TokenBucket(True, 10),
+    lambda: bpstream.TokenBucket(10, True),
+    lambda: bpstream.SlidingWindow(True, 1.0),
+    lambda: bpstream.SlidingWindow(5, True),
+    lambda: bpstream.AIMD(True),
+])
+def test_constructors_refuse_bool(make):
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_setters_and_calls_refuse_bool():
+    limiter = bpstream.Limiter(max_concurrent=2, rate=10)
+    with pytest.raises(TypeError):
+        limiter.max_concurrent = True
+    with pytest.raises(TypeError):
+        limiter.rate = True
+    assert (limiter.max_concurrent, limiter.rate) == (2, 10.0)
+    for controller in (bpstream.TokenBucket(10, 5), bpstream.SlidingWindow(5, 1.0),
+                       bpstream.AIMD(10)):
+        with pytest.raises(TypeError):
+            controller.rate = True
+        with pytest.raises(TypeError):
+            controller.try_acquire(True)
+        with pytest.raises(TypeError):
+            controller.retry_after(False)
+        assert controller.stats()["granted"] == 0
+    with pytest.raises(TypeError):
+        bpstream.ManualClock().advance(True)
