@@ -44,7 +44,8 @@
 static int
 real_number(PyObject *obj, const char *what, double *out)
 {
-    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || obj == Py_None) {
+    /* bool is an int, but True as a rate or a duration is a mistake, not a number. */
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || obj == Py_None || PyBool_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a number, not %.100s", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
@@ -80,7 +81,7 @@ positive_seconds(PyObject *obj, const char *what, double *out)
 int
 permit_count(PyObject *obj, const char *what, int64_t *out)
 {
-    if (PyFloat_Check(obj) || !PyIndex_Check(obj)) {
+    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
@@ -113,7 +114,7 @@ parse_n(PyObject *obj, int64_t *out)
         *out = 1;
         return 0;
     }
-    if (PyFloat_Check(obj) || !PyIndex_Check(obj)) {
+    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "n must be an int, not %.100s", Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -236,7 +237,7 @@ static PyObject *
 clock_advance(ClockObject *self, PyObject *arg)
 {
     int64_t ns;
-    if (PyLong_Check(arg)) {
+    if (PyLong_Check(arg) && !PyBool_Check(arg)) {   /* a bool goes to real_number: refused */
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
         if (v == -1 && PyErr_Occurred()) {
