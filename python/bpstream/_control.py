@@ -22,6 +22,10 @@ in arrival order and nobody barges. The rules are _aio.py's:
 - Fork: a child inherits the tickets of every loop. Only a loop on the forking thread can
   run in the child; the tickets of the others would hold their place in line forever, so
   the child releases them (counted as cancelled) at once (_forget_dead_tickets).
+- A loop closed while tasks still waited (loop.close() without cancelling them) would do
+  the same: the next async wait to start, on any loop, releases those tickets and drops
+  their futures so the loop can be freed (_forget_closed_loops). A blocking thread alone
+  does not sweep: it stays in line behind them until an async wait starts.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class _Tickets:
 
 
 def _loop_tickets(loop) -> tuple[_aio._LoopWaker, _Tickets]:
+    _forget_closed_loops()
     loop_waker = _aio._loop_wakers.get(loop)
     if loop_waker is None:
         loop_waker = _aio._loop_wakers[loop] = _aio._LoopWaker(loop)
@@ -94,7 +99,7 @@ async def _wait_granted(owner, ticket, timeout, loop, tickets: _Tickets) -> floa
             try:
                 await future
             finally:
-                del tickets.futures[ticket]
+                tickets.futures.pop(ticket, None)  # gone if its loop was closed
                 if timer is not None:
                     timer.cancel()
     finally:
@@ -123,6 +128,25 @@ async def limiter_wait(limiter, timeout, as_token: bool):
     return limiter._adopt() if as_token else None
 
 
+def _release_all(tickets: _Tickets) -> None:
+    """Release every ticket of a loop that will never run them again (each takes
+    nothing, counted as cancelled) and drop their futures, which hold that loop."""
+    for ticket in list(tickets.live):
+        ticket.release(False)
+    tickets.live.clear()
+    tickets.futures.clear()
+
+
+def _forget_closed_loops() -> None:
+    """A loop closed while tasks waited (loop.close() without cancelling them, unlike
+    asyncio.run) would keep their tickets first in line forever, and through their
+    futures keep itself alive in _aio._loop_wakers. Run before every async wait starts."""
+    for loop, loop_waker in list(_aio._loop_wakers.items()):
+        tickets = getattr(loop_waker, "tickets", None)
+        if tickets is not None and tickets.live and loop.is_closed():
+            _release_all(tickets)
+
+
 def _forget_dead_tickets() -> None:
     """In a forked child: release the tickets of loops that ran on other threads of the
     parent (those loops cannot run here). A ticket released here takes nothing; its
@@ -130,11 +154,8 @@ def _forget_dead_tickets() -> None:
     me = threading.get_ident()
     for loop_waker in list(_aio._loop_wakers.values()):
         tickets = getattr(loop_waker, "tickets", None)
-        if tickets is None or tickets.thread == me:
-            continue
-        for ticket in list(tickets.live):
-            ticket.release(False)
-        tickets.live.clear()
+        if tickets is not None and tickets.thread != me:
+            _release_all(tickets)
 
 
 if hasattr(os, "register_at_fork"):

@@ -106,3 +106,44 @@ def test_setters_and_calls_refuse_bool():
         assert controller.stats()["granted"] == 0
     with pytest.raises(TypeError):
         bpstream.ManualClock().advance(True)
+
+
+# --- an event loop closed while a task waits --------------------------------------------
+
+def test_a_loop_closed_while_a_task_waits_does_not_hold_the_line_forever():
+    """loop.close() with a task still waiting in aacquire (no asyncio.run to cancel it):
+    its ticket must leave the line (counted as cancelled) and the loop must be freed, at
+    the latest when any later async wait starts (before: waiting stayed 1, try_acquire
+    was refused forever, and the closed loop was kept alive through the ticket's future)."""
+    import asyncio
+    import gc
+    import weakref
+
+    limiter = bpstream.Limiter(max_concurrent=1)
+    held = limiter.acquire()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(limiter.aacquire())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert limiter.waiting == 1
+    loop.close()
+    loop_ref = weakref.ref(loop)
+    del task, loop
+
+    other = bpstream.Limiter(max_concurrent=1)
+    other_held = other.acquire()
+
+    async def a_later_wait():
+        with pytest.raises(TimeoutError):
+            await other.aacquire(timeout=0.01)
+
+    asyncio.run(a_later_wait())
+    other_held.release()
+    gc.collect()
+    assert limiter.waiting == 0
+    assert limiter.stats()["cancelled"] == 1
+    held.release()
+    token = limiter.try_acquire()
+    assert token is not None
+    token.release()
+    assert limiter.stats()["in_flight"] == 0
+    assert loop_ref() is None
