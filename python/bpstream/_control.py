@@ -24,8 +24,8 @@ in arrival order and nobody barges. The rules are _aio.py's:
   the child releases them (counted as cancelled) at once (_forget_dead_tickets).
 - A loop closed while tasks still waited (loop.close() without cancelling them) would do
   the same: the next async wait to start, on any loop, releases those tickets and drops
-  their futures so the loop can be freed (_forget_closed_loops). A blocking thread alone
-  does not sweep: it stays in line behind them until an async wait starts.
+  their futures so the loop can be freed (_forget_closed_loops). A blocking call
+  that must wait sweeps too (acquire(), `with limiter:`), before it joins the line.
 """
 
 from __future__ import annotations

@@ -147,3 +147,31 @@ def test_a_loop_closed_while_a_task_waits_does_not_hold_the_line_forever():
     token.release()
     assert limiter.stats()["in_flight"] == 0
     assert loop_ref() is None
+
+
+@pytest.mark.parametrize("kind", ["limiter", "bucket"])
+def test_a_blocking_acquire_is_not_stuck_behind_a_closed_loops_ticket(kind):
+    """The same, with only a thread left to wait: it must not wait behind the dead ticket
+    (before: acquire() timed out with the permits there; without a timeout it hung)."""
+    import asyncio
+
+    if kind == "limiter":
+        ctl = bpstream.Limiter(max_concurrent=1)
+        held = ctl.acquire()
+        free = held.release
+    else:  # the waiter's token is due 0.2 s from now, long after its loop is closed
+        ctl = bpstream.TokenBucket(5, 1)
+        assert ctl.try_acquire()
+        free = lambda: None  # noqa: E731
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(ctl.aacquire())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert ctl.stats()["waiting"] == 1
+    loop.close()
+    del task, loop
+    free()
+    got = ctl.acquire(timeout=2)
+    if kind == "limiter":
+        got.release()
+    stats = ctl.stats()
+    assert (stats["waiting"], stats["cancelled"], stats["timed_out"]) == (0, 1, 0)
