@@ -501,21 +501,36 @@ rate_error(RateObject *self, bps_status status, int64_t n)
     return set_error(self->state, status);
 }
 
+/* The optional n of try_acquire / retry_after: positional or n=. The common calls (no
+ * keyword) skip the general parser: try_acquire is the hot path. 0, or -1 with an error. */
+static int
+parse_optional_n(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, int64_t *n)
+{
+    if (kwnames == NULL && nargs <= 1) {
+        *n = 1;
+        return nargs == 1 ? parse_n(args[0], n) : 0;
+    }
+    static const char *const names[] = {"n"};
+    arg_spec spec = {fname, names, 1, 0, 1, 0};
+    PyObject *argv[1] = {NULL};
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0) {
+        return -1;
+    }
+    return parse_n(argv[0], n);
+}
+
 PyDoc_STRVAR(rate_try_acquire_doc,
-"try_acquire($self, n=1, /)\n--\n\n"
+"try_acquire($self, /, n=1)\n--\n\n"
 "Take n permits if they are there now and nobody waits; return whether it did.\n"
 "Never waits; a refusal takes nothing. ValueError when n can never be granted.");
 
 static PyObject *
-rate_try_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs)
+rate_try_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
     int64_t n = 1;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "try_acquire() takes at most 1 argument (%zd given)", nargs);
-        return NULL;
-    }
-    if (nargs == 1 && parse_n(args[0], &n) < 0) {
+    if (parse_optional_n("try_acquire", args, nargs, kwnames, &n) < 0) {
         return NULL;
     }
     bps_status status = bps_rate_try_acquire(self->rate, n);
@@ -627,21 +642,17 @@ rate_aacquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 }
 
 PyDoc_STRVAR(rate_retry_after_doc,
-"retry_after($self, n=1, /)\n--\n\n"
+"retry_after($self, /, n=1)\n--\n\n"
 "Seconds (on the controller's clock) until a caller asking for n permits now would\n"
 "be granted if nothing changes: the waiters already in line come first (a bucket:\n"
 "the tokens they need, then n). 0.0: now, and nobody waits.");
 
 static PyObject *
-rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs)
+rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
     int64_t n = 1, ns = 0;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "retry_after() takes at most 1 argument (%zd given)", nargs);
-        return NULL;
-    }
-    if (nargs == 1 && parse_n(args[0], &n) < 0) {
+    if (parse_optional_n("retry_after", args, nargs, kwnames, &n) < 0) {
         return NULL;
     }
     bps_status status = bps_rate_retry_after(self->rate, n, &ns);
@@ -864,13 +875,13 @@ rate_repr(RateObject *self)
 }
 
 static PyMethodDef rate_methods[] = {
-    {"try_acquire", (PyCFunction)(void (*)(void))rate_try_acquire, METH_FASTCALL,
+    {"try_acquire", (PyCFunction)(void (*)(void))rate_try_acquire, METH_FASTCALL | METH_KEYWORDS,
      rate_try_acquire_doc},
     {"acquire", (PyCFunction)(void (*)(void))rate_acquire, METH_FASTCALL | METH_KEYWORDS,
      rate_acquire_doc},
     {"aacquire", (PyCFunction)(void (*)(void))rate_aacquire, METH_FASTCALL | METH_KEYWORDS,
      rate_aacquire_doc},
-    {"retry_after", (PyCFunction)(void (*)(void))rate_retry_after, METH_FASTCALL,
+    {"retry_after", (PyCFunction)(void (*)(void))rate_retry_after, METH_FASTCALL | METH_KEYWORDS,
      rate_retry_after_doc},
     {"stats", (PyCFunction)rate_stats, METH_NOARGS, rate_stats_doc},
     {"_now", (PyCFunction)rate_now, METH_NOARGS, NULL},

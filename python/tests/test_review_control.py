@@ -175,3 +175,24 @@ def test_a_blocking_acquire_is_not_stuck_behind_a_closed_loops_ticket(kind):
         got.release()
     stats = ctl.stats()
     assert (stats["waiting"], stats["cancelled"], stats["timed_out"]) == (0, 1, 0)
+
+
+# --- n by keyword, as the spec writes it ------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda clock: bpstream.TokenBucket(1, 5, clock=clock),
+    lambda clock: bpstream.SlidingWindow(5, 1.0, clock=clock),
+])
+def test_try_acquire_and_retry_after_take_n_by_keyword(make):
+    """try_acquire(n=1) and retry_after(n=1), like acquire(n=1): before, n= was a
+    TypeError ("takes no keyword arguments") on these two only."""
+    controller = make(bpstream.ManualClock())
+    assert controller.try_acquire(n=3) is True
+    assert controller.try_acquire(n=3) is False
+    assert controller.retry_after(n=3) > 0
+    assert controller.retry_after(n=2) == 0.0
+    assert controller.stats()["granted"] == 1
+    with pytest.raises(TypeError):
+        controller.try_acquire(m=1)
+    with pytest.raises(TypeError):
+        controller.retry_after(1, n=1)
