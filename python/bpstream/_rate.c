@@ -1108,29 +1108,33 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
             && real_number(cooldown_obj, "cooldown", &cooldown) < 0)) {
         return -1;
     }
+    /* PyErr_Format has no %g: the numbers are formatted by PyOS_snprintf. */
+    char message[200];
+    message[0] = '\0';
     if (!(isfinite(config.minimum) && config.minimum > 0)) {
-        PyErr_Format(PyExc_ValueError, "minimum must be a finite number > 0, got %g", config.minimum);
-        return -1;
+        PyOS_snprintf(message, sizeof(message), "minimum must be a finite number > 0, got %g",
+                      config.minimum);
     }
-    if (isnan(config.maximum) || config.maximum < config.minimum) {
-        PyErr_Format(PyExc_ValueError, "maximum (%g) must be at least minimum (%g)",
-                     config.maximum, config.minimum);
-        return -1;
+    else if (isnan(config.maximum) || config.maximum < config.minimum) {
+        PyOS_snprintf(message, sizeof(message), "maximum (%g) must be at least minimum (%g)",
+                      config.maximum, config.minimum);
     }
-    if (!isfinite(config.initial) || config.initial < config.minimum
-        || config.initial > config.maximum) {
-        PyErr_Format(PyExc_ValueError, "initial must be between minimum (%g) and maximum (%g), "
-                     "got %g", config.minimum, config.maximum, config.initial);
-        return -1;
+    else if (!isfinite(config.initial) || config.initial < config.minimum
+             || config.initial > config.maximum) {
+        PyOS_snprintf(message, sizeof(message),
+                      "initial must be between minimum (%g) and maximum (%g), got %g",
+                      config.minimum, config.maximum, config.initial);
     }
-    if (!(isfinite(config.increase) && config.increase > 0)) {
-        PyErr_Format(PyExc_ValueError, "increase must be a finite number > 0, got %g",
-                     config.increase);
-        return -1;
+    else if (!(isfinite(config.increase) && config.increase > 0)) {
+        PyOS_snprintf(message, sizeof(message), "increase must be a finite number > 0, got %g",
+                      config.increase);
     }
-    if (!(config.decrease > 0 && config.decrease < 1)) {
-        PyErr_Format(PyExc_ValueError, "decrease must be between 0 and 1 (exclusive), got %g",
-                     config.decrease);
+    else if (!(config.decrease > 0 && config.decrease < 1)) {
+        PyOS_snprintf(message, sizeof(message),
+                      "decrease must be between 0 and 1 (exclusive), got %g", config.decrease);
+    }
+    if (message[0] != '\0') {
+        PyErr_SetString(PyExc_ValueError, message);
         return -1;
     }
     if (cooldown_obj != NULL && cooldown_obj != Py_None && !(isfinite(cooldown) && cooldown >= 0)) {

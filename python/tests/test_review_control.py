@@ -196,3 +196,21 @@ def test_try_acquire_and_retry_after_take_n_by_keyword(make):
         controller.try_acquire(m=1)
     with pytest.raises(TypeError):
         controller.retry_after(1, n=1)
+
+
+# --- AIMD's parameter errors name the values --------------------------------------------
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(initial=100, minimum=0), "got 0"),
+    (dict(initial=100, minimum=10, maximum=5), "maximum (5) must be at least minimum (10)"),
+    (dict(initial=0.5), "initial must be between minimum (1) and maximum (inf), got 0.5"),
+    (dict(initial=100, increase=-2), "got -2"),
+    (dict(initial=100, decrease=1.5), "got 1.5"),
+])
+def test_aimd_parameter_errors_show_the_values(kwargs, expected):
+    """Before: the messages read "got %g" (PyErr_Format has no %g)."""
+    initial = kwargs.pop("initial")
+    with pytest.raises(ValueError) as info:
+        bpstream.AIMD(initial, **kwargs)
+    assert expected in str(info.value)
+    assert "%g" not in str(info.value)
