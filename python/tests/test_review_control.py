@@ -214,3 +214,22 @@ def test_aimd_parameter_errors_show_the_values(kwargs, expected):
         bpstream.AIMD(initial, **kwargs)
     assert expected in str(info.value)
     assert "%g" not in str(info.value)
+
+
+# --- a sliding window's log is per grant, not per permit --------------------------------
+
+def test_a_huge_sliding_window_grant_does_not_allocate_per_permit():
+    """SlidingWindow(2**31, 1.0).try_acquire(2**31) aborted the process (16 GiB asked:
+    one logged timestamp per permit). Run in a child: the failure is a crash."""
+    out = run_child_script("""
+        import bpstream
+        clock = bpstream.ManualClock()
+        window = bpstream.SlidingWindow(2**31, 1.0, clock=clock)
+        assert window.try_acquire(2**31)
+        assert not window.try_acquire()
+        assert window.retry_after() == 1.0
+        clock.advance(1)
+        assert window.try_acquire(2**31)
+        print("ok", window.stats()["granted"])
+    """)
+    assert "ok 2" in out
