@@ -611,7 +611,8 @@ rate_object(const bps_limiter_stats *s)
 PyDoc_STRVAR(limiter_stats_doc,
 "stats($self, /)\n--\n\n"
 "A snapshot as a dict: granted, refused (try_acquire refusals only; a wait counts as\n"
-"a grant, a timeout or a cancellation), timed_out, cancelled,\n"
+"a grant, a timeout or a cancellation), timed_out, cancelled (Ctrl-C, a cancelled\n"
+"task, a task whose loop was closed under it or stayed in the parent of a fork),\n"
 "released, in_flight, waiting, utilization, total_wait (seconds admitted waiters\n"
 "waited), wakeups (one per grant without a herd), max_concurrent, rate, burst, tokens.");
 

@@ -680,7 +680,9 @@ PyDoc_STRVAR(rate_stats_doc,
 "stats($self, /)\n--\n\n"
 "A snapshot as a dict: kind, granted, refused (try_acquire refusals only; a wait\n"
 "counts as a grant, a timeout or a cancellation), timed_out,\n"
-"cancelled (waits ended by Ctrl-C or a cancelled task), waiting, total_wait (seconds\n"
+"cancelled (waits ended by Ctrl-C or a cancelled task; also the waits of tasks\n"
+"whose loop was closed under them or stayed in the parent of a fork), waiting,\n"
+"total_wait (seconds\n"
 "granted waiters waited), wakeups (times a parked thread was woken to act: one per\n"
 "grant without a herd), rate (permits per second), limit (burst / window limit / AIMD\n"
 "limit), tokens (permits there now); AIMD adds increases and decreases.");
