@@ -113,7 +113,13 @@ async def rate_wait(controller, n: int, timeout) -> float:
     loop_waker, tickets = _loop_tickets(loop)
     ticket = controller._enqueue(n, loop_waker.waker)
     tickets.live.add(ticket)
-    return await _wait_granted(controller, ticket, timeout, loop, tickets)
+    try:
+        return await _wait_granted(controller, ticket, timeout, loop, tickets)
+    except ValueError:
+        # The limit was lowered below n while it waited (the ticket left the line):
+        # raise the controller's own words for this n, as a blocking acquire does.
+        controller.retry_after(n)
+        raise
 
 
 async def limiter_wait(limiter, timeout, as_token: bool):

@@ -233,3 +233,27 @@ def test_a_huge_sliding_window_grant_does_not_allocate_per_permit():
         print("ok", window.stats()["granted"])
     """)
     assert "ok 2" in out
+
+
+# --- a waiting aacquire whose n the limit was lowered below -----------------------------
+
+def test_aacquire_whose_n_becomes_impossible_says_why_like_acquire():
+    """limit lowered below a waiting task's n: the task gets the same ValueError as a
+    blocking acquire ("n=4 can never be granted: ..."), not "invalid argument"."""
+    import asyncio
+
+    clock = bpstream.ManualClock()
+    window = bpstream.SlidingWindow(5, 1.0, clock=clock)
+    assert window.try_acquire(5)
+
+    async def main():
+        task = asyncio.ensure_future(window.aacquire(4))
+        await asyncio.sleep(0.05)
+        assert window.stats()["waiting"] == 1
+        window.limit = 2
+        with pytest.raises(ValueError, match="n=4 can never be granted"):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    stats = window.stats()
+    assert (stats["waiting"], stats["granted"], stats["cancelled"]) == (0, 1, 1)
