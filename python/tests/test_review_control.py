@@ -257,3 +257,40 @@ def test_aacquire_whose_n_becomes_impossible_says_why_like_acquire():
     asyncio.run(main())
     stats = window.stats()
     assert (stats["waiting"], stats["granted"], stats["cancelled"]) == (0, 1, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_threads_wait_counts_only_what_it_has():
+    """(Held already; kept as a guard.) Threads of the parent waiting in acquire are not
+    counted as waiting in the child; a slot held through a Token the child has is still
+    in flight there and comes back when the child releases it."""
+    out = run_child_script("""
+        import os, threading, time, bpstream
+        limiter = bpstream.Limiter(max_concurrent=1)
+        held = limiter.acquire()
+        waiter = threading.Thread(target=lambda: limiter.acquire(timeout=20).release())
+        waiter.start()
+        while limiter.waiting != 1:
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                before = (limiter.waiting, limiter.in_flight)
+                held.release()
+                token = limiter.acquire(timeout=5)
+                token.release()
+                s = limiter.stats()
+                print("child", before, s["in_flight"], s["waiting"], flush=True)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        held.release()
+        waiter.join()
+        s = limiter.stats()
+        print("parent", s["in_flight"], s["waiting"], s["granted"], flush=True)
+    """)
+    assert "child (0, 1) 0 0" in out, out
+    assert "parent 0 0 2" in out, out
