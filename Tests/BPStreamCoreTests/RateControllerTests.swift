@@ -317,3 +317,48 @@ final class AdmissionQueuePlanningTests: XCTestCase {
         XCTAssertEqual(window.retryAfter(1, now: 0), 2 * second, "the waiter's grant at 1 s must leave first")
     }
 }
+
+/// The window's log keeps one entry per grant, not per permit: a limit of 2^31 permits
+/// granted at once must not allocate 2^31 timestamps (it aborted the process: 16 GiB).
+final class SlidingWindowLogTests: XCTestCase {
+    func testAHugeGrantCostsOneEntryAndStaysExact() {
+        let limit = RateLimits.maximumPermits
+        var policy = SlidingWindowPermits(limit: limit, window: second)
+        XCTAssertEqual(policy.delay(for: limit, now: 0), 0)
+        policy.take(limit, now: 0)
+        XCTAssertEqual(policy.used(now: 0), limit)
+        XCTAssertEqual(policy.delay(for: 1, now: 0), second)
+        XCTAssertEqual(policy.used(now: second), 0)
+        XCTAssertEqual(policy.delay(for: limit, now: second), 0)
+    }
+
+    func testMixedGrantsLeaveInOrder() {
+        // limit 5 per 1 s: 2 at 0.0, 1 at 0.1 (twice: merged), 1 at 0.3.
+        var policy = SlidingWindowPermits(limit: 5, window: second)
+        policy.take(2, now: 0)
+        policy.take(1, now: 100 * ms)
+        policy.take(1, now: 100 * ms)
+        XCTAssertEqual(policy.used(now: 200 * ms), 4)
+        XCTAssertEqual(policy.delay(for: 1, now: 200 * ms), 0)
+        policy.take(1, now: 300 * ms)
+        XCTAssertEqual(policy.delay(for: 1, now: 400 * ms), 600 * ms, "the oldest (0.0) leaves at 1.0")
+        XCTAssertEqual(policy.delay(for: 2, now: 400 * ms), 600 * ms, "both at 0.0 leave at 1.0")
+        XCTAssertEqual(policy.delay(for: 3, now: 400 * ms), 700 * ms, "then the first at 0.1")
+        XCTAssertEqual(policy.delay(for: 4, now: 400 * ms), 700 * ms, "and the second at 0.1")
+        XCTAssertEqual(policy.delay(for: 5, now: 400 * ms), 900 * ms, "and the one at 0.3")
+        XCTAssertEqual(policy.used(now: second), 3)
+        XCTAssertEqual(policy.used(now: second + 100 * ms), 1)
+        XCTAssertEqual(policy.used(now: second + 300 * ms), 0)
+    }
+
+    func testTheLogIsCompactedAsGrantsLeave() {
+        var policy = SlidingWindowPermits(limit: 3, window: second)
+        for i in 0..<10_000 {
+            let now = Int64(i) * second / 2
+            XCTAssertEqual(policy.delay(for: 1, now: now), 0)
+            policy.take(1, now: now)
+        }
+        XCTAssertLessThanOrEqual(policy.entryCount, 200)
+        XCTAssertEqual(policy.used(now: 5_000 * second - second / 2), 2, "4999.0 and 4999.5 s")
+    }
+}

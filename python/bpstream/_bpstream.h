@@ -368,6 +368,7 @@ bps_rate *bpstream_rate_handle(PyObject *obj);
 PyObject *ticket_new(module_state *st, PyObject *owner, bps_ticket *ticket, void *context);
 // bpstream._control.<name>(*args): the waiting half. Returns a new reference (a coroutine).
 PyObject *call_control(module_state *st, const char *name, PyObject *const *args, size_t nargs);
+int forget_closed_loops(module_state *st);
 // Borrows obj: None (NULL clock: CLOCK_MONOTONIC) or a ManualClock. 0, or -1 + TypeError.
 int clock_from_object(module_state *st, PyObject *obj, bps_clock **out);
 // Seconds as a finite number > 0 (what), or -1 with ValueError/TypeError.

@@ -19,12 +19,21 @@ in arrival order and nobody barges. The rules are _aio.py's:
   (loop.call_later) for the time the poll gave (the sooner of the two). On a ManualClock
   every move notifies the tickets it makes due or whose timeout it passes, so no timer
   is set at all.
+- Fork: a child inherits the tickets of every loop. Only a loop on the forking thread can
+  run in the child; the tickets of the others would hold their place in line forever, so
+  the child releases them (counted as cancelled) at once (_forget_dead_tickets).
+- A loop closed while tasks still waited (loop.close() without cancelling them) would do
+  the same: the next async wait to start, on any loop, releases those tickets and drops
+  their futures so the loop can be freed (_forget_closed_loops). A blocking call
+  that must wait sweeps too (acquire(), `with limiter:`), before it joins the line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import threading
 
 from . import _aio
 
@@ -35,6 +44,10 @@ class _Tickets:
 
     def __init__(self) -> None:
         self.futures: dict = {}
+        # The loop's thread (created on it); every ticket of this loop from its enqueue
+        # until its release.
+        self.thread = threading.get_ident()
+        self.live: set = set()
 
     def dispatch(self) -> None:
         for ticket, future in list(self.futures.items()):
@@ -43,6 +56,7 @@ class _Tickets:
 
 
 def _loop_tickets(loop) -> tuple[_aio._LoopWaker, _Tickets]:
+    _forget_closed_loops()
     loop_waker = _aio._loop_wakers.get(loop)
     if loop_waker is None:
         loop_waker = _aio._loop_wakers[loop] = _aio._LoopWaker(loop)
@@ -85,10 +99,11 @@ async def _wait_granted(owner, ticket, timeout, loop, tickets: _Tickets) -> floa
             try:
                 await future
             finally:
-                del tickets.futures[ticket]
+                tickets.futures.pop(ticket, None)  # gone if its loop was closed
                 if timer is not None:
                     timer.cancel()
     finally:
+        tickets.live.discard(ticket)
         ticket.release(timed_out)
 
 
@@ -97,7 +112,14 @@ async def rate_wait(controller, n: int, timeout) -> float:
     loop = asyncio.get_running_loop()
     loop_waker, tickets = _loop_tickets(loop)
     ticket = controller._enqueue(n, loop_waker.waker)
-    return await _wait_granted(controller, ticket, timeout, loop, tickets)
+    tickets.live.add(ticket)
+    try:
+        return await _wait_granted(controller, ticket, timeout, loop, tickets)
+    except ValueError:
+        # The limit was lowered below n while it waited (the ticket left the line):
+        # raise the controller's own words for this n, as a blocking acquire does.
+        controller.retry_after(n)
+        raise
 
 
 async def limiter_wait(limiter, timeout, as_token: bool):
@@ -105,7 +127,42 @@ async def limiter_wait(limiter, timeout, as_token: bool):
     loop = asyncio.get_running_loop()
     loop_waker, tickets = _loop_tickets(loop)
     ticket = limiter._enqueue(loop_waker.waker)
+    tickets.live.add(ticket)
     await _wait_granted(limiter, ticket, timeout, loop, tickets)
     # Granted: the slot is ours. No await between the grant and here, so no cancellation
     # can come between: the slot is handed to a Token (or to the async with block) at once.
     return limiter._adopt() if as_token else None
+
+
+def _release_all(tickets: _Tickets) -> None:
+    """Release every ticket of a loop that will never run them again (each takes
+    nothing, counted as cancelled) and drop their futures, which hold that loop."""
+    for ticket in list(tickets.live):
+        ticket.release(False)
+    tickets.live.clear()
+    tickets.futures.clear()
+
+
+def _forget_closed_loops() -> None:
+    """A loop closed while tasks waited (loop.close() without cancelling them, unlike
+    asyncio.run) would keep their tickets first in line forever, and through their
+    futures keep itself alive in _aio._loop_wakers. Run before every async wait starts."""
+    for loop, loop_waker in list(_aio._loop_wakers.items()):
+        tickets = getattr(loop_waker, "tickets", None)
+        if tickets is not None and tickets.live and loop.is_closed():
+            _release_all(tickets)
+
+
+def _forget_dead_tickets() -> None:
+    """In a forked child: release the tickets of loops that ran on other threads of the
+    parent (those loops cannot run here). A ticket released here takes nothing; its
+    coroutine, if it is ever closed, releases it again, which does nothing."""
+    me = threading.get_ident()
+    for loop_waker in list(_aio._loop_wakers.values()):
+        tickets = getattr(loop_waker, "tickets", None)
+        if tickets is not None and tickets.thread != me:
+            _release_all(tickets)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_dead_tickets)

@@ -368,6 +368,17 @@ parse_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObje
 static int
 limiter_take(LimiterObject *self, int64_t timeout_ns)
 {
+    if (timeout_ns != 0 && self->state->control != NULL) {
+        /* Tasks have waited in this process: when this call must wait, first clear tickets
+         * a closed loop left in line (the fast path stays free of Python calls). */
+        bps_status first = bps_limiter_try_acquire_before_wait(self->limiter);
+        if (first == BPS_OK) {
+            return 0;
+        }
+        if (first == BPS_FULL && forget_closed_loops(self->state) < 0) {
+            return -1;
+        }
+    }
     gil_waiter w;
     bps_status status = bps_limiter_acquire(self->limiter, timeout_ns,
                                             timeout_ns == 0 ? NULL : gil_waiter_init(&w, NULL, 0),
@@ -600,7 +611,8 @@ rate_object(const bps_limiter_stats *s)
 PyDoc_STRVAR(limiter_stats_doc,
 "stats($self, /)\n--\n\n"
 "A snapshot as a dict: granted, refused (try_acquire refusals only; a wait counts as\n"
-"a grant, a timeout or a cancellation), timed_out, cancelled,\n"
+"a grant, a timeout or a cancellation), timed_out, cancelled (Ctrl-C, a cancelled\n"
+"task, a task whose loop was closed under it or stayed in the parent of a fork),\n"
 "released, in_flight, waiting, utilization, total_wait (seconds admitted waiters\n"
 "waited), wakeups (one per grant without a herd), max_concurrent, rate, burst, tokens.");
 

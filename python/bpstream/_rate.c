@@ -44,7 +44,8 @@
 static int
 real_number(PyObject *obj, const char *what, double *out)
 {
-    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || obj == Py_None) {
+    /* bool is an int, but True as a rate or a duration is a mistake, not a number. */
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || obj == Py_None || PyBool_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a number, not %.100s", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
@@ -80,7 +81,7 @@ positive_seconds(PyObject *obj, const char *what, double *out)
 int
 permit_count(PyObject *obj, const char *what, int64_t *out)
 {
-    if (PyFloat_Check(obj) || !PyIndex_Check(obj)) {
+    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
@@ -113,7 +114,7 @@ parse_n(PyObject *obj, int64_t *out)
         *out = 1;
         return 0;
     }
-    if (PyFloat_Check(obj) || !PyIndex_Check(obj)) {
+    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "n must be an int, not %.100s", Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -159,6 +160,24 @@ call_control(module_state *st, const char *name, PyObject *const *args, size_t n
     PyObject *result = PyObject_Vectorcall(function, args, nargs, NULL);
     Py_DECREF(function);
     return result;
+}
+
+/* Before a thread waits in a line that async tickets may share: releases the tickets of
+ * event loops closed while their tasks waited (_control._forget_closed_loops), which would
+ * otherwise stay ahead of it forever. Nothing to do before the first async wait (no ticket
+ * can exist). 0, or -1 with an exception. */
+int
+forget_closed_loops(module_state *st)
+{
+    if (st->control == NULL) {
+        return 0;
+    }
+    PyObject *result = call_control(st, "_forget_closed_loops", NULL, 0);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
 }
 
 // Returns a new reference, or NULL.
@@ -236,7 +255,7 @@ static PyObject *
 clock_advance(ClockObject *self, PyObject *arg)
 {
     int64_t ns;
-    if (PyLong_Check(arg)) {
+    if (PyLong_Check(arg) && !PyBool_Check(arg)) {   /* a bool goes to real_number: refused */
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
         if (v == -1 && PyErr_Occurred()) {
@@ -482,21 +501,36 @@ rate_error(RateObject *self, bps_status status, int64_t n)
     return set_error(self->state, status);
 }
 
+/* The optional n of try_acquire / retry_after: positional or n=. The common calls (no
+ * keyword) skip the general parser: try_acquire is the hot path. 0, or -1 with an error. */
+static int
+parse_optional_n(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, int64_t *n)
+{
+    if (kwnames == NULL && nargs <= 1) {
+        *n = 1;
+        return nargs == 1 ? parse_n(args[0], n) : 0;
+    }
+    static const char *const names[] = {"n"};
+    arg_spec spec = {fname, names, 1, 0, 1, 0};
+    PyObject *argv[1] = {NULL};
+    if (parse_args(&spec, args, nargs, kwnames, argv) < 0) {
+        return -1;
+    }
+    return parse_n(argv[0], n);
+}
+
 PyDoc_STRVAR(rate_try_acquire_doc,
-"try_acquire($self, n=1, /)\n--\n\n"
+"try_acquire($self, /, n=1)\n--\n\n"
 "Take n permits if they are there now and nobody waits; return whether it did.\n"
 "Never waits; a refusal takes nothing. ValueError when n can never be granted.");
 
 static PyObject *
-rate_try_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs)
+rate_try_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
     int64_t n = 1;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "try_acquire() takes at most 1 argument (%zd given)", nargs);
-        return NULL;
-    }
-    if (nargs == 1 && parse_n(args[0], &n) < 0) {
+    if (parse_optional_n("try_acquire", args, nargs, kwnames, &n) < 0) {
         return NULL;
     }
     bps_status status = bps_rate_try_acquire(self->rate, n);
@@ -546,6 +580,17 @@ rate_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     PyObject *timeout_obj;
     if (parse_n_timeout("acquire", args, nargs, kwnames, &n, &timeout_ns, &timeout_obj) < 0) {
         return NULL;
+    }
+    if (timeout_ns != 0 && self->state->control != NULL) {
+        /* Tasks have waited in this process: when this call must wait, first clear tickets
+         * a closed loop left in line (the fast path stays free of Python calls). */
+        bps_status first = bps_rate_try_acquire_before_wait(self->rate, n);
+        if (first == BPS_OK) {
+            return ns_to_seconds(0);
+        }
+        if (first == BPS_FULL && forget_closed_loops(self->state) < 0) {
+            return NULL;
+        }
     }
     gil_waiter w;
     /* A rate wait removes no stream item: gil_waiter_init never looks at the stream. */
@@ -597,21 +642,17 @@ rate_aacquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 }
 
 PyDoc_STRVAR(rate_retry_after_doc,
-"retry_after($self, n=1, /)\n--\n\n"
+"retry_after($self, /, n=1)\n--\n\n"
 "Seconds (on the controller's clock) until a caller asking for n permits now would\n"
 "be granted if nothing changes: the waiters already in line come first (a bucket:\n"
 "the tokens they need, then n). 0.0: now, and nobody waits.");
 
 static PyObject *
-rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs)
+rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
     int64_t n = 1, ns = 0;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "retry_after() takes at most 1 argument (%zd given)", nargs);
-        return NULL;
-    }
-    if (nargs == 1 && parse_n(args[0], &n) < 0) {
+    if (parse_optional_n("retry_after", args, nargs, kwnames, &n) < 0) {
         return NULL;
     }
     bps_status status = bps_rate_retry_after(self->rate, n, &ns);
@@ -639,7 +680,9 @@ PyDoc_STRVAR(rate_stats_doc,
 "stats($self, /)\n--\n\n"
 "A snapshot as a dict: kind, granted, refused (try_acquire refusals only; a wait\n"
 "counts as a grant, a timeout or a cancellation), timed_out,\n"
-"cancelled (waits ended by Ctrl-C or a cancelled task), waiting, total_wait (seconds\n"
+"cancelled (waits ended by Ctrl-C or a cancelled task; also the waits of tasks\n"
+"whose loop was closed under them or stayed in the parent of a fork), waiting,\n"
+"total_wait (seconds\n"
 "granted waiters waited), wakeups (times a parked thread was woken to act: one per\n"
 "grant without a herd), rate (permits per second), limit (burst / window limit / AIMD\n"
 "limit), tokens (permits there now); AIMD adds increases and decreases.");
@@ -834,13 +877,13 @@ rate_repr(RateObject *self)
 }
 
 static PyMethodDef rate_methods[] = {
-    {"try_acquire", (PyCFunction)(void (*)(void))rate_try_acquire, METH_FASTCALL,
+    {"try_acquire", (PyCFunction)(void (*)(void))rate_try_acquire, METH_FASTCALL | METH_KEYWORDS,
      rate_try_acquire_doc},
     {"acquire", (PyCFunction)(void (*)(void))rate_acquire, METH_FASTCALL | METH_KEYWORDS,
      rate_acquire_doc},
     {"aacquire", (PyCFunction)(void (*)(void))rate_aacquire, METH_FASTCALL | METH_KEYWORDS,
      rate_aacquire_doc},
-    {"retry_after", (PyCFunction)(void (*)(void))rate_retry_after, METH_FASTCALL,
+    {"retry_after", (PyCFunction)(void (*)(void))rate_retry_after, METH_FASTCALL | METH_KEYWORDS,
      rate_retry_after_doc},
     {"stats", (PyCFunction)rate_stats, METH_NOARGS, rate_stats_doc},
     {"_now", (PyCFunction)rate_now, METH_NOARGS, NULL},
@@ -1067,29 +1110,33 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
             && real_number(cooldown_obj, "cooldown", &cooldown) < 0)) {
         return -1;
     }
+    /* PyErr_Format has no %g: the numbers are formatted by PyOS_snprintf. */
+    char message[200];
+    message[0] = '\0';
     if (!(isfinite(config.minimum) && config.minimum > 0)) {
-        PyErr_Format(PyExc_ValueError, "minimum must be a finite number > 0, got %g", config.minimum);
-        return -1;
+        PyOS_snprintf(message, sizeof(message), "minimum must be a finite number > 0, got %g",
+                      config.minimum);
     }
-    if (isnan(config.maximum) || config.maximum < config.minimum) {
-        PyErr_Format(PyExc_ValueError, "maximum (%g) must be at least minimum (%g)",
-                     config.maximum, config.minimum);
-        return -1;
+    else if (isnan(config.maximum) || config.maximum < config.minimum) {
+        PyOS_snprintf(message, sizeof(message), "maximum (%g) must be at least minimum (%g)",
+                      config.maximum, config.minimum);
     }
-    if (!isfinite(config.initial) || config.initial < config.minimum
-        || config.initial > config.maximum) {
-        PyErr_Format(PyExc_ValueError, "initial must be between minimum (%g) and maximum (%g), "
-                     "got %g", config.minimum, config.maximum, config.initial);
-        return -1;
+    else if (!isfinite(config.initial) || config.initial < config.minimum
+             || config.initial > config.maximum) {
+        PyOS_snprintf(message, sizeof(message),
+                      "initial must be between minimum (%g) and maximum (%g), got %g",
+                      config.minimum, config.maximum, config.initial);
     }
-    if (!(isfinite(config.increase) && config.increase > 0)) {
-        PyErr_Format(PyExc_ValueError, "increase must be a finite number > 0, got %g",
-                     config.increase);
-        return -1;
+    else if (!(isfinite(config.increase) && config.increase > 0)) {
+        PyOS_snprintf(message, sizeof(message), "increase must be a finite number > 0, got %g",
+                      config.increase);
     }
-    if (!(config.decrease > 0 && config.decrease < 1)) {
-        PyErr_Format(PyExc_ValueError, "decrease must be between 0 and 1 (exclusive), got %g",
-                     config.decrease);
+    else if (!(config.decrease > 0 && config.decrease < 1)) {
+        PyOS_snprintf(message, sizeof(message),
+                      "decrease must be between 0 and 1 (exclusive), got %g", config.decrease);
+    }
+    if (message[0] != '\0') {
+        PyErr_SetString(PyExc_ValueError, message);
         return -1;
     }
     if (cooldown_obj != NULL && cooldown_obj != Py_None && !(isfinite(cooldown) && cooldown >= 0)) {

@@ -1,12 +1,20 @@
 // A sliding window with an exact log: at most `limit` grants in any window of `window`
-// nanoseconds. The log holds the clock time of each granted permit, oldest first.
+// nanoseconds. The log holds one entry per grant time (its clock time and the permits
+// granted then), oldest first, so its size is the number of grants in the window, never
+// the number of permits (a limit of 2^31 granted at once is one entry).
 
 /// The window's arithmetic, a pure value.
 struct SlidingWindowPermits: PermitPolicy {
     private(set) var limit: Int
     let window: Int64
-    /// Grant times of the permits, nondecreasing; entries before `start` are gone.
-    private var log: [Int64] = []
+    /// Grant times, strictly increasing (grants at one time share an entry); entries
+    /// before `start` are gone.
+    private var times: [Int64] = []
+    /// `ends[i]`: permits logged from the beginning through entry `i` (a running total
+    /// that never goes back, so permit positions stay comparable after compaction).
+    private var ends: [Int] = []
+    /// The running total before the first entry kept in `times` (what compaction dropped).
+    private var dropped = 0
     private var start = 0
 
     init(limit: Int, window: Int64) {
@@ -14,40 +22,63 @@ struct SlidingWindowPermits: PermitPolicy {
         self.window = window
     }
 
-    /// Index of the first logged permit still inside the window ending at `now`
+    /// Entries kept (for tests: the log is compacted as grants leave the window).
+    var entryCount: Int { times.count }
+
+    /// The running total before entry `index`.
+    private func endBefore(_ index: Int) -> Int { index == 0 ? dropped : ends[index - 1] }
+
+    private var total: Int { ends.last ?? dropped }
+
+    /// Index of the first logged entry still inside the window ending at `now`
     /// (granted after `now - window`).
     private func firstActive(now: Int64) -> Int {
         let cutoff = now - window
-        var low = start, high = log.count
+        var low = start, high = times.count
         while low < high {
             let mid = (low + high) / 2
-            if log[mid] <= cutoff { low = mid + 1 } else { high = mid }
+            if times[mid] <= cutoff { low = mid + 1 } else { high = mid }
         }
         return low
     }
 
     /// Permits granted within the window ending at `now`.
-    func used(now: Int64) -> Int { log.count - firstActive(now: now) }
+    func used(now: Int64) -> Int { total - endBefore(firstActive(now: now)) }
 
     func canEverGrant(_ n: Int) -> Bool { n <= limit }
 
     func delay(for n: Int, now: Int64) -> Int64? {
         guard n <= limit else { return nil }
         let first = firstActive(now: now)
-        let excess = (log.count - first) + n - limit
+        let excess = (total - endBefore(first)) + n - limit
         if excess <= 0 { return 0 }
-        // The excess-th oldest permit in the window must leave it first.
-        return Swift.max(1, log[first + excess - 1] + window - now)
+        // The excess-th oldest permit in the window must leave it first: the entry that
+        // holds running position endBefore(first) + excess.
+        let position = endBefore(first) + excess
+        var low = first, high = times.count - 1
+        while low < high {
+            let mid = (low + high) / 2
+            if ends[mid] >= position { high = mid } else { low = mid + 1 }
+        }
+        return Swift.max(1, times[low] + window - now)
     }
 
     mutating func take(_ n: Int, now: Int64) {
-        let now = Swift.max(now, log.last ?? now)  // the log stays in order
+        let now = Swift.max(now, times.last ?? now)  // the log stays in order
         start = firstActive(now: now)
-        if start > 64 && start * 2 > log.count {
-            log.removeFirst(start)
+        if start > 64 && start * 2 > times.count {
+            dropped = ends[start - 1]
+            times.removeFirst(start)
+            ends.removeFirst(start)
             start = 0
         }
-        log.append(contentsOf: repeatElement(now, count: n))
+        let through = total + n
+        if times.last == now {
+            ends[ends.count - 1] = through
+        } else {
+            times.append(now)
+            ends.append(through)
+        }
     }
 
     mutating func setLimit(_ limit: Int) { self.limit = limit }

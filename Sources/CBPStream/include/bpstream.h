@@ -537,6 +537,14 @@ bps_status bps_reader_stop(bps_reader *reader);
  * still runs every poll_interval_ns of REAL time while waiting (Ctrl-C works on a clock
  * that stands still).
  *
+ * FORK: controllers, limiters and manual clocks are safe across fork() like streams (their
+ * locks are taken around it). In the child the parent's waiting THREADS are gone from
+ * every line (waiting no longer counts them); TICKETS stay queued, for their holder may
+ * live on in the child: a holder that cannot (an event loop of another thread) must
+ * release them there, or they stay first in line. Slots a limiter admitted stay counted
+ * (in_flight) until released: a slot held by a thread of the parent never comes back
+ * in the child.
+ *
  * PERMITS: n >= 1. try_acquire never waits and takes nothing when it refuses; it refuses
  * (BPS_FULL) while anyone waits (no barging). Waiters (threads and tickets alike) are
  * served first come, first served; a waiter is woken only when its turn comes (the head
