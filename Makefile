@@ -41,6 +41,7 @@ bench: install
 	$(VPY) python/benchmarks/bench_async.py
 	$(VPY) python/benchmarks/bench_fanout.py
 	$(VPY) python/benchmarks/bench_control.py
+	$(VPY) python/benchmarks/bench_flow.py
 
 # The example native producer (a C extension using bpstream's C API capsule).
 examples: install
