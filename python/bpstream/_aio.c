@@ -602,13 +602,58 @@ stream_aget(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     return ready_from_error(self->state);
 }
 
+/* Whether an aput that may wait on a flow-controlled or paced stream takes the slow path
+ * (_aio.py's aput_flow, which passes the gate and takes the permit itself): always when
+ * paced (a permit per put); when only gated, unless the gate lets a put pass now (NORMAL:
+ * the usual fast path, one short lock). An error: the slow path reports it. */
+static int
+async_flow_slow(StreamObject *self)
+{
+    if (self->async_flow & ASYNC_FLOW_PACED) {
+        return 1;
+    }
+    bps_flow_state state;
+    int64_t delay_ns;
+    return bps_stream_flow_gate(self->stream, &state, &delay_ns) != BPS_OK
+           || state != BPS_FLOW_NORMAL;
+}
+
+/* _flow_gate(): (state, delay_ns), what the flow gate does to a put arriving now
+ * (bps_stream_flow_gate). */
+PyObject *
+stream_flow_gate(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_flow_state state;
+    int64_t delay_ns;
+    bps_status status = bps_stream_flow_gate(self->stream, &state, &delay_ns);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return Py_BuildValue("(iL)", (int)state, (long long)delay_ns);
+}
+
+/* _flow_gave_up(): an asyncio put gave up in the flow gate or on the rate (rejected). */
+PyObject *
+stream_flow_gave_up(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_status status = bps_stream_flow_gave_up(self->stream);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    Py_RETURN_NONE;
+}
+
 const char stream_aput_doc[] =
 "aput($self, item, /, timeout=None)\n"
 "--\n"
 "\n"
 "Coroutine: put item like put(), but waiting for room suspends the task, not the\n"
 "thread. Returns True if stored, False if shed (drop_newest); raises Full (reject,\n"
-"or the timeout passed) and Closed. Cancelled while waiting, it stores nothing.";
+"or the timeout passed) and Closed. Cancelled while waiting, it stores nothing.\n"
+"With flow= or a rate (or policy 'adaptive') it is delayed and paced like put(),\n"
+"suspending the task; timeout 0 is never delayed.";
 
 PyObject *
 stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -626,9 +671,14 @@ stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return NULL;
     }
     PyObject *item = argv[0];
+    if (self->async_flow != 0 && timeout_ns != 0 && async_flow_slow(self)) {
+        PyObject *call[3] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None};
+        return call_aio(self->state, "aput_flow", call, 3);
+    }
     bps_status status;
     if (timeout_ns == 0) {
-        status = do_put(self, item, 0);   /* put_nowait: a full block stream rejects */
+        status = do_put(self, item, 0);   /* put_nowait: never delayed; a paced stream's
+                                           * takes a permit only if one is there */
     }
     else {
         Py_INCREF(item);   /* the stream's reference, if it takes the item */
