@@ -398,7 +398,7 @@ def _feedback(stream, rate, waited_for_room: bool, held_and_stored: bool) -> Non
         on_backpressure = getattr(rate, "on_backpressure", None)
         if on_backpressure is not None:
             on_backpressure()
-    elif held_and_stored and stream._flow_gate()[0] == FLOW_NORMAL:
+    elif held_and_stored and stream.flow_state == FLOW_NORMAL:  # the state, gated or not
         on_success = getattr(rate, "on_success", None)
         if on_success is not None:
             on_success()

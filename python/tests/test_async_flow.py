@@ -373,3 +373,22 @@ def test_adaptive_rate_grows_while_async_puts_it_holds_go_through_in_normal():
     assert aimd.stats()["increases"] >= 3
     assert aimd.limit >= 200
     assert produced < 50_000  # paced: an unpaced loop does far more
+
+
+def test_adaptive_rate_hears_no_success_from_puts_stored_outside_normal():
+    aimd = AIMD(50, increase=50, window=0.05)
+    s = bpstream.BoundedStream(100, "adaptive", rate=aimd)  # no flow=: states reported only
+    for i in range(95):
+        s._try_put(i)  # unpaced (the fill, not the test): 95, PAUSED
+    assert s.flow_state is FlowState.PAUSED
+    before = aimd.stats()["increases"]
+
+    async def main():
+        for _ in range(4):  # back to back: each held by the rate, stored while PAUSED
+            await s.aput("x", timeout=2)
+        await asyncio.sleep(0.12)  # windows close
+        await s.aput("y", timeout=2)
+
+    run(main())
+    assert len(s) == 100
+    assert aimd.stats()["increases"] == before
