@@ -603,14 +603,27 @@ stream_aget(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 }
 
 /* Whether an aput that may wait on a flow-controlled or paced stream takes the slow path
- * (_aio.py's aput_flow, which passes the gate and takes the permit itself): always when
- * paced (a permit per put); when only gated, unless the gate lets a put pass now (NORMAL:
- * the usual fast path, one short lock). An error: the slow path reports it. */
+ * (_aio.py's aput_flow, which waits for the permit and in the gate itself). Not when the
+ * put passes both now: paced, a permit is there (taken: *permitted = 1; the rate's own
+ * no-barging rule refuses while others wait), and gated, the gate answers NORMAL. Taken
+ * permits go with the put to the slow path (*permitted) if the gate then holds it. An
+ * error: the slow path reports it. */
 static int
-async_flow_slow(StreamObject *self)
+async_flow_slow(StreamObject *self, int *permitted)
 {
     if (self->async_flow & ASYNC_FLOW_PACED) {
-        return 1;
+        bps_rate *rate = self->pacing != NULL ? bpstream_rate_handle(self->pacing) : NULL;
+        if (rate == NULL) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (bps_rate_try_acquire_before_wait(rate, 1) != BPS_OK) {
+            return 1;   /* refused, uncounted: aput_flow waits for it */
+        }
+        *permitted = 1;
+    }
+    if (!(self->async_flow & ASYNC_FLOW_GATED)) {
+        return 0;
     }
     bps_flow_state state;
     int64_t delay_ns;
@@ -671,9 +684,32 @@ stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return NULL;
     }
     PyObject *item = argv[0];
-    if (self->async_flow != 0 && timeout_ns != 0 && async_flow_slow(self)) {
-        PyObject *call[3] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None};
-        return call_aio(self->state, "aput_flow", call, 3);
+    if (self->async_flow != 0 && timeout_ns != 0) {
+        int permitted = 0;
+        if (async_flow_slow(self, &permitted)) {
+            PyObject *call[4] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None,
+                                 permitted ? Py_True : Py_False};
+            return call_aio(self->state, "aput_flow", call, 4);
+        }
+        /* Passed (a permit taken, if paced, and the gate NORMAL): the usual put. A full
+         * block stream now hands over to aput_flow with the permit, for the wait for room
+         * and an adaptive stream's feedback. */
+        Py_INCREF(item);
+        bps_status status = bps_stream_try_put(self->stream, item);
+        if (status != BPS_OK) {
+            Py_DECREF(item);
+        }
+        if (status == BPS_OK || status == BPS_SHED) {
+            return ready_new(self->state, Py_NewRef(status == BPS_OK ? Py_True : Py_False));
+        }
+        if (status == BPS_FULL
+            && (self->policy == BPS_POLICY_BLOCK || self->policy == BPS_POLICY_ADAPTIVE)) {
+            PyObject *call[4] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None,
+                                 permitted ? Py_True : Py_False};
+            return call_aio(self->state, "aput_flow", call, 4);
+        }
+        stream_error(self, status);
+        return ready_from_error(self->state);
     }
     bps_status status;
     if (timeout_ns == 0) {

@@ -365,13 +365,14 @@ def _gave_up(stream) -> None:
     raise _bpstream.Full
 
 
-async def aput_flow(stream, item, timeout):
-    """stream.aput() with a timeout != 0 on a gated or paced stream (see above)."""
+async def aput_flow(stream, item, timeout, permitted=False):
+    """stream.aput() with a timeout != 0 on a gated or paced stream (see above), or one
+    that took its permit at once (`permitted`) and now waits in the gate or for room."""
     deadline = _deadline(timeout)
     flags = stream._async_flow
     rate = stream._pacing if flags & ASYNC_FLOW_PACED else None
     held_by_rate = False
-    if rate is not None:
+    if rate is not None and not permitted:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             _gave_up(stream)

@@ -392,3 +392,54 @@ def test_adaptive_rate_hears_no_success_from_puts_stored_outside_normal():
     run(main())
     assert len(s) == 100
     assert aimd.stats()["increases"] == before
+
+
+def done_at_once(awaitable):
+    """The awaitable's result if it completes without suspending (the fast path)."""
+    iterator = awaitable.__await__()
+    with pytest.raises(StopIteration) as stop:
+        iterator.send(None)
+    return stop.value.value
+
+
+def test_paced_aput_with_a_token_there_needs_no_suspension():
+    bucket = TokenBucket(10, 3, clock=ManualClock())
+    s = bpstream.BoundedStream(100, flow=FAST, rate=bucket)
+    assert done_at_once(s.aput(1)) is True
+    assert done_at_once(s.aput(2, timeout=1)) is True
+    assert bucket.stats()["granted"] == 2
+    assert s.get_many(5) == [1, 2]
+
+
+def test_a_paced_and_throttled_aput_takes_exactly_one_permit():
+    bucket = TokenBucket(10, 100, clock=ManualClock())
+    s = filled(90, flow=FlowControl(min_delay=0.001, max_delay=0.1), rate=bucket)
+    assert bucket.stats()["granted"] == 90
+
+    async def main():
+        start = time.monotonic()
+        assert await s.aput("x") is True  # a token at once, then the delay
+        return time.monotonic() - start
+
+    assert 0.09 <= run(main()) < WITHIN
+    assert bucket.stats()["granted"] == 91
+    assert len(s) == 91
+
+
+def test_a_paced_aput_facing_a_full_stream_waits_for_room_with_its_permit():
+    bucket = TokenBucket(10, 100, clock=ManualClock())
+    s = bpstream.BoundedStream(2, rate=bucket)
+
+    async def main():
+        await s.aput(0)
+        await s.aput(1)
+        task = asyncio.create_task(s.aput(2))
+        await spin()
+        assert not task.done()
+        assert s.get() == 0
+        assert await asyncio.wait_for(task, WITHIN) is True
+
+    run(main())
+    assert bucket.stats()["granted"] == 3
+    st = s.stats()
+    assert (st.depth, st.producer_waits) == (2, 1)
