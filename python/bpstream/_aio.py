@@ -18,6 +18,8 @@ there. Only a call that must wait comes here. The rules:
 - join (bpstream.AsyncQueue): the same watch, armed for TASKS_DONE (no unfinished tasks;
   the core notifies where a task_done, from any thread, or an immediate shutdown's
   discards bring them to 0). Like asyncio.Queue's Event, it wakes every joiner of the loop.
+- Flow control (flow=, rate=, policy="adaptive"): an aput that may wait passes the rate and
+  the flow gate as a blocking put does, suspending its task (aput_flow, at the end).
 - Same-thread wake-ups (see _aio.c): dispatch_due() runs a due dispatch at once, so a
   task woken by a call on its own loop's thread runs in the same iteration.
 """
@@ -334,9 +336,10 @@ async def aput_many(stream, iterable, timeout):
 #
 # A stream with flow=, rate= or policy="adaptive" (stream._async_flow != 0) delays and paces
 # an aput that may wait as the core does a blocking put (FlowGate.swift), but the task, not
-# the thread, waits: the C half sends such a put here unless the gate lets it pass now and
-# no rate paces it. The order is the core's: one permit from the rate (rate.aacquire, FIFO
-# with the threads waiting on it), then the flow gate (bps_stream_flow_gate answers what
+# the thread, waits. The C half completes such a put at once when it passes now (a permit
+# there, taken; the gate NORMAL; room) and sends it here otherwise, with `permitted` when
+# it took its permit already. The order is the core's: one permit from the rate
+# (rate.aacquire, FIFO with the threads waiting on it), then the flow gate (bps_stream_flow_gate answers what
 # it would do: THROTTLED -> one asyncio.sleep of the delay; PAUSED -> wait until the state
 # falls below PAUSED; DROPPING (full, block) -> wait for room, then ask again), then the
 # usual put (waiting for room if the stream is full). Accounting as the core's: a timeout
@@ -352,8 +355,9 @@ async def aput_many(stream, iterable, timeout):
 # spends it the same way).
 #
 # PAUSED is polled (the gate query absorbs the consumers' deliveries, so each look is
-# exact), every 1 ms at first, doubling to 20 ms: the core's own backstop for a paused
-# put; no readiness event exists for "flow resumed".
+# exact), every 1 ms at first, doubling to 20 ms (the bounds of the core's backstop
+# recheck): a blocking put is also woken by the falling transition; an async one is not
+# (no readiness event for "flow resumed"), so it may pass up to 20 ms late.
 
 ASYNC_FLOW_GATED, ASYNC_FLOW_PACED, ASYNC_FLOW_ADAPTIVE = 1, 2, 4
 FLOW_NORMAL, FLOW_THROTTLED, FLOW_PAUSED, FLOW_DROPPING = 0, 1, 2, 3
