@@ -23,6 +23,28 @@ public func abiStreamFlowState(_ stream: OpaquePointer?, _ out: UnsafeMutablePoi
     }
 }
 
+@_cdecl("bps_stream_flow_gate")
+public func abiStreamFlowGate(
+    _ stream: OpaquePointer?, _ outState: UnsafeMutablePointer<bps_flow_state>?,
+    _ outDelay: UnsafeMutablePointer<Int64>?
+) -> bps_status {
+    withStream(stream) { stream in
+        guard let outState, let outDelay else { return BPS_INVALID_ARGUMENT }
+        let gate = stream.flowGateForCallerWaiting()
+        outState.pointee = bps_flow_state(rawValue: UInt32(gate.state.rawValue))
+        outDelay.pointee = gate.delayNanoseconds
+        return BPS_OK
+    }
+}
+
+@_cdecl("bps_stream_flow_gave_up")
+public func abiStreamFlowGaveUp(_ stream: OpaquePointer?) -> bps_status {
+    withStream(stream) { stream in
+        stream.countPutGaveUpAtGate()
+        return BPS_OK
+    }
+}
+
 /// The caller's callback and context. Released (release_context) when the last reference
 /// goes: the listener handle's, and those of deliveries in progress (they hold the core
 /// listener, whose closure holds this).

@@ -239,6 +239,44 @@ extension BoundedStream {
         return result
     }
 
+    // MARK: - The flow gate for callers that wait themselves (asyncio)
+
+    /// What the flow gate would do to a put that may wait arriving now, for a caller that
+    /// cannot block here and passes the gate itself (an asyncio put): `.normal` and 0 when
+    /// it passes (no `flow=`, NORMAL, closed, or full with a dropping policy: the policy
+    /// decides); `.throttled` and the delay (0 or more) it takes once; `.paused` when it
+    /// waits until the state falls below PAUSED (DROPPING with room under hysteresis is
+    /// reported so, as the gate treats it); `.dropping` when the stream is full and `block`:
+    /// it waits for room (a producer wait), then asks again. Published deliveries are
+    /// absorbed first, so the answer is exact. Takes the lock briefly; never waits.
+    public func flowGateForCallerWaiting() -> (state: FlowState, delayNanoseconds: Int64) {
+        lock.lock()
+        _ = absorbDeliveries()
+        var answer: (state: FlowState, delayNanoseconds: Int64) = (.normal, 0)
+        if state.putsMustPassFlowGate && !state.isClosed {
+            let full = state.depth >= state.capacity
+            switch state.flow.state {
+            case .normal:
+                break
+            case .throttled:
+                answer = (.throttled, Swift.max(state.flow.throttleDelayNanoseconds(depth: state.depth), 0))
+            case .dropping where full:
+                if policy == .block { answer = (.dropping, 0) }
+            case .paused, .dropping:
+                answer = (.paused, 0)
+            }
+        }
+        unlock()
+        return answer
+    }
+
+    /// Counts a put that gave up in a flow gate or on the rate it passed itself (its
+    /// timeout passed, or the rate can never grant it) as rejected, as the core's own
+    /// gate and pacing count theirs.
+    public func countPutGaveUpAtGate() {
+        countRejected()
+    }
+
     // MARK: - Pacing by the rate controller
 
     /// A put on a paced stream: one permit first (waiting, outside the lock, with the put's

@@ -602,13 +602,71 @@ stream_aget(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     return ready_from_error(self->state);
 }
 
+/* Whether an aput that may wait on a flow-controlled or paced stream takes the slow path
+ * (_aio.py's aput_flow, which waits for the permit and in the gate itself). Not when the
+ * put passes both now: paced, a permit is there (taken: *permitted = 1; the rate's own
+ * no-barging rule refuses while others wait), and gated, the gate answers NORMAL. Taken
+ * permits go with the put to the slow path (*permitted) if the gate then holds it. An
+ * error: the slow path reports it. */
+static int
+async_flow_slow(StreamObject *self, int *permitted)
+{
+    if (self->async_flow & ASYNC_FLOW_PACED) {
+        bps_rate *rate = self->pacing != NULL ? bpstream_rate_handle(self->pacing) : NULL;
+        if (rate == NULL) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (bps_rate_try_acquire_before_wait(rate, 1) != BPS_OK) {
+            return 1;   /* refused, uncounted: aput_flow waits for it */
+        }
+        *permitted = 1;
+    }
+    if (!(self->async_flow & ASYNC_FLOW_GATED)) {
+        return 0;
+    }
+    bps_flow_state state;
+    int64_t delay_ns;
+    return bps_stream_flow_gate(self->stream, &state, &delay_ns) != BPS_OK
+           || state != BPS_FLOW_NORMAL;
+}
+
+/* _flow_gate(): (state, delay_ns), what the flow gate does to a put arriving now
+ * (bps_stream_flow_gate). */
+PyObject *
+stream_flow_gate(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_flow_state state;
+    int64_t delay_ns;
+    bps_status status = bps_stream_flow_gate(self->stream, &state, &delay_ns);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    return Py_BuildValue("(iL)", (int)state, (long long)delay_ns);
+}
+
+/* _flow_gave_up(): an asyncio put gave up in the flow gate or on the rate (rejected). */
+PyObject *
+stream_flow_gave_up(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_INIT(self);
+    bps_status status = bps_stream_flow_gave_up(self->stream);
+    if (status != BPS_OK) {
+        return stream_error(self, status);
+    }
+    Py_RETURN_NONE;
+}
+
 const char stream_aput_doc[] =
 "aput($self, item, /, timeout=None)\n"
 "--\n"
 "\n"
 "Coroutine: put item like put(), but waiting for room suspends the task, not the\n"
 "thread. Returns True if stored, False if shed (drop_newest); raises Full (reject,\n"
-"or the timeout passed) and Closed. Cancelled while waiting, it stores nothing.";
+"or the timeout passed) and Closed. Cancelled while waiting, it stores nothing.\n"
+"With flow= or a rate (or policy 'adaptive') it is delayed and paced like put(),\n"
+"suspending the task; timeout 0 is never delayed.";
 
 PyObject *
 stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -626,9 +684,37 @@ stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return NULL;
     }
     PyObject *item = argv[0];
+    if (self->async_flow != 0 && timeout_ns != 0) {
+        int permitted = 0;
+        if (async_flow_slow(self, &permitted)) {
+            PyObject *call[4] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None,
+                                 permitted ? Py_True : Py_False};
+            return call_aio(self->state, "aput_flow", call, 4);
+        }
+        /* Passed (a permit taken, if paced, and the gate NORMAL): the usual put. A full
+         * block stream now hands over to aput_flow with the permit, for the wait for room
+         * and an adaptive stream's feedback. */
+        Py_INCREF(item);
+        bps_status status = bps_stream_try_put(self->stream, item);
+        if (status != BPS_OK) {
+            Py_DECREF(item);
+        }
+        if (status == BPS_OK || status == BPS_SHED) {
+            return ready_new(self->state, Py_NewRef(status == BPS_OK ? Py_True : Py_False));
+        }
+        if (status == BPS_FULL
+            && (self->policy == BPS_POLICY_BLOCK || self->policy == BPS_POLICY_ADAPTIVE)) {
+            PyObject *call[4] = {(PyObject *)self, item, argv[1] != NULL ? argv[1] : Py_None,
+                                 permitted ? Py_True : Py_False};
+            return call_aio(self->state, "aput_flow", call, 4);
+        }
+        stream_error(self, status);
+        return ready_from_error(self->state);
+    }
     bps_status status;
     if (timeout_ns == 0) {
-        status = do_put(self, item, 0);   /* put_nowait: a full block stream rejects */
+        status = do_put(self, item, 0);   /* put_nowait: never delayed; a paced stream's
+                                           * takes a permit only if one is there */
     }
     else {
         Py_INCREF(item);   /* the stream's reference, if it takes the item */

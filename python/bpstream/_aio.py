@@ -18,6 +18,8 @@ there. Only a call that must wait comes here. The rules:
 - join (bpstream.AsyncQueue): the same watch, armed for TASKS_DONE (no unfinished tasks;
   the core notifies where a task_done, from any thread, or an immediate shutdown's
   discards bring them to 0). Like asyncio.Queue's Event, it wakes every joiner of the loop.
+- Flow control (flow=, rate=, policy="adaptive"): an aput that may wait passes the rate and
+  the flow gate as a blocking put does, suspending its task (aput_flow, at the end).
 - Same-thread wake-ups (see _aio.c): dispatch_due() runs a due dispatch at once, so a
   task woken by a call on its own loop's thread runs in the same iteration.
 """
@@ -301,13 +303,25 @@ async def aget_many_wait(stream, max_items, timeout):
 
 
 async def aput_many(stream, iterable, timeout):
-    """stream.aput_many(): each item through aput (done at once while there is room)."""
+    """stream.aput_many(): each item through aput (done at once while there is room).
+    Flow control as put_many's: a stream that is only gated gates the call once, before
+    its first item; a paced one paces (and gates) item by item, one permit each."""
     deadline = _deadline(timeout)
     stored = 0
+    gate_once = (stream._async_flow & (ASYNC_FLOW_GATED | ASYNC_FLOW_PACED)) == ASYNC_FLOW_GATED
+    gated = False
     try:
         for item in iterable:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            if await stream.aput(item, timeout=remaining):   # 0: put_nowait, no wait counted
+            if gate_once and remaining != 0.0:
+                if not gated:
+                    gated = True
+                    await _pass_flow_gate(stream, deadline)
+                    remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-9)
+                put = _put_after_gate(stream, item, remaining)
+            else:
+                put = stream.aput(item, timeout=remaining)   # 0: put_nowait, no wait counted
+            if await put:
                 stored += 1
     except BaseException as exc:
         try:
@@ -316,3 +330,141 @@ async def aput_many(stream, iterable, timeout):
             pass
         raise
     return stored
+
+
+# --- Flow control and pacing for asyncio puts --------------------------------------------
+#
+# A stream with flow=, rate= or policy="adaptive" (stream._async_flow != 0) delays and paces
+# an aput that may wait as the core does a blocking put (FlowGate.swift), but the task, not
+# the thread, waits. The C half completes such a put at once when it passes now (a permit
+# there, taken; the gate NORMAL; room) and sends it here otherwise, with `permitted` when
+# it took its permit already. The order is the core's: one permit from the rate
+# (rate.aacquire, FIFO with the threads waiting on it), then the flow gate (bps_stream_flow_gate answers what
+# it would do: THROTTLED -> one asyncio.sleep of the delay; PAUSED -> wait until the state
+# falls below PAUSED; DROPPING (full, block) -> wait for room, then ask again), then the
+# usual put (waiting for room if the stream is full). Accounting as the core's: a timeout
+# passed on the rate or in the gate is one rejected put (_flow_gave_up; a delay longer than
+# the time left ends with Full at the deadline); only a wait for room is a producer wait.
+# An adaptive stream's rate hears what the core would tell it: backpressure when the put
+# waited for room (the core itself reports entering PAUSED), success when the rate held
+# the put and it was stored in NORMAL.
+#
+# Cancellation: waiting for the permit, the put takes nothing (aacquire's rule); once the
+# permit is taken, a cancelled put stores nothing and its permit stays spent (the rate
+# controllers cannot take a grant back; a blocking put that times out after its permit
+# spends it the same way).
+#
+# PAUSED is polled (the gate query absorbs the consumers' deliveries, so each look is
+# exact), every 1 ms at first, doubling to 20 ms (the bounds of the core's backstop
+# recheck): a blocking put is also woken by the falling transition; an async one is not
+# (no readiness event for "flow resumed"), so it may pass up to 20 ms late.
+
+ASYNC_FLOW_GATED, ASYNC_FLOW_PACED, ASYNC_FLOW_ADAPTIVE = 1, 2, 4
+FLOW_NORMAL, FLOW_THROTTLED, FLOW_PAUSED, FLOW_DROPPING = 0, 1, 2, 3
+_PAUSE_POLL_FIRST, _PAUSE_POLL_LIMIT = 0.001, 0.020
+
+
+def _gave_up(stream) -> None:
+    stream._flow_gave_up()
+    raise _bpstream.Full
+
+
+async def aput_flow(stream, item, timeout, permitted=False):
+    """stream.aput() with a timeout != 0 on a gated or paced stream (see above), or one
+    that took its permit at once (`permitted`) and now waits in the gate or for room."""
+    deadline = _deadline(timeout)
+    flags = stream._async_flow
+    rate = stream._pacing if flags & ASYNC_FLOW_PACED else None
+    held_by_rate = False
+    if rate is not None and not permitted:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            _gave_up(stream)
+        try:
+            held_by_rate = await rate.aacquire(1, timeout=remaining) > 0
+        except (TimeoutError, ValueError):
+            _gave_up(stream)   # timed out, or never grantable: as the core's putPaced
+    waited_for_room = [False]
+    stored = False
+    try:
+        if flags & ASYNC_FLOW_GATED:
+            await _pass_flow_gate(stream, deadline, waited_for_room)
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-9)
+        stored = await _put_after_gate(stream, item, remaining, waited_for_room)
+        return stored
+    finally:
+        if flags & ASYNC_FLOW_ADAPTIVE and rate is not None:
+            _feedback(stream, rate, waited_for_room[0], held_by_rate and stored)
+
+
+def _feedback(stream, rate, waited_for_room: bool, held_and_stored: bool) -> None:
+    """An adaptive stream's feedback to its rate, after the put (the core's giveFeedback)."""
+    if waited_for_room:
+        on_backpressure = getattr(rate, "on_backpressure", None)
+        if on_backpressure is not None:
+            on_backpressure()
+    elif held_and_stored and stream.flow_state == FLOW_NORMAL:  # the state, gated or not
+        on_success = getattr(rate, "on_success", None)
+        if on_success is not None:
+            on_success()
+
+
+async def _put_after_gate(stream, item, remaining, waited_for_room=None):
+    """The put once gate and rate are passed: at once if there is room, else (block)
+    waiting for room with what is left of the timeout (a producer wait)."""
+    try:
+        return stream._try_put(item)
+    except _bpstream.Full:
+        if stream.policy not in ("block", "adaptive"):
+            raise
+    if waited_for_room is not None:
+        waited_for_room[0] = True
+    return await aput_wait(stream, item, remaining)
+
+
+async def _pass_flow_gate(stream, deadline, waited_for_room=None) -> None:
+    """Passes the flow gate (see above); raises Full (one rejected put) at the deadline."""
+    delayed = False
+    poll = _PAUSE_POLL_FIRST
+    while True:
+        state, delay_ns = stream._flow_gate()
+        if state == FLOW_NORMAL:
+            return
+        now = time.monotonic()
+        if state == FLOW_THROTTLED:
+            if delayed or delay_ns <= 0:
+                return
+            delayed = True
+            delay = delay_ns / 1e9
+            if deadline is not None and now + delay > deadline:
+                await asyncio.sleep(max(deadline - now, 0.0))
+                _gave_up(stream)
+            await asyncio.sleep(delay)
+        elif state == FLOW_DROPPING:
+            if waited_for_room is not None:
+                waited_for_room[0] = True
+            await _wait_for_room(stream, deadline)
+            poll = _PAUSE_POLL_FIRST
+        else:  # PAUSED
+            if deadline is not None and now >= deadline:
+                _gave_up(stream)
+            wait = poll if deadline is None else min(poll, deadline - now)
+            await asyncio.sleep(wait)
+            poll = min(poll * 2, _PAUSE_POLL_LIMIT)
+
+
+async def _wait_for_room(stream, deadline) -> None:
+    """The gate found the block stream full: waits for room as aput_wait does (a producer
+    wait; its timeout is one rejected put, Full), without putting: the gate asks again."""
+    waiters = _waiters(stream)
+    started = time.monotonic()
+    stream._account(PUT_WAITS, 0.0)
+    outcome = PUT_WAITED
+    try:
+        if not await _wait_ready(waiters, waiters.putters, WRITABLE, deadline, front=False):
+            outcome = PUT_GAVE_UP
+            raise _bpstream.Full
+        # Woken (or room already): the wake-up may be for more than this put. Pass it on.
+        waiters.rearm_for_next(waiters.putters, WRITABLE)
+    finally:
+        stream._account(outcome, time.monotonic() - started)

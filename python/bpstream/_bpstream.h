@@ -133,7 +133,17 @@ typedef struct StreamObject {
                                       (each owns a bps_flow_listener), or NULL (_stream.c) */
     PyObject *failure;             /* (exception, traceback) a Python producer closed the
                                     * stream with (_close_with_error), or NULL */
+    /* Flow control for asyncio puts (_aio.c/_aio.py pass the gate and take permits
+     * themselves): ASYNC_FLOW_* bits, 0 for a plain stream (aput's fast path); pacing is
+     * the rate controller pacing puts (rate=, or the adaptive policy's default AIMD), a
+     * strong reference shared with the core, or NULL. */
+    int async_flow;
+    PyObject *pacing;
 } StreamObject;
+
+#define ASYNC_FLOW_GATED 1      /* flow=: puts that may wait pass the flow gate */
+#define ASYNC_FLOW_PACED 2      /* rate= or adaptive: puts that may wait take a permit */
+#define ASYNC_FLOW_ADAPTIVE 4   /* policy adaptive: puts feed the rate back */
 
 
 /* A METH_FASTCALL|METH_KEYWORDS signature: names[0, posonly) are positional-only,
@@ -395,6 +405,9 @@ int aio_init_types(PyObject *module, module_state *st);
 PyObject *stream_aget(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *stream_aput(StreamObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *stream_try_put(StreamObject *self, PyObject *item);
+// _flow_gate() -> (state, delay_ns): bps_stream_flow_gate; _flow_gave_up(): one rejected put.
+PyObject *stream_flow_gate(StreamObject *self, PyObject *Py_UNUSED(ignored));
+PyObject *stream_flow_gave_up(StreamObject *self, PyObject *Py_UNUSED(ignored));
 // Queue._aqput(item): asyncio.Queue.put's awaitable (result None). A method of Queue.
 PyObject *queue_aqput(StreamObject *self, PyObject *item);
 PyObject *stream_account(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -17,6 +17,7 @@
 #  define Py_T_PYSSIZET T_PYSSIZET
 #  define Py_READONLY READONLY
 #  define Py_T_OBJECT T_OBJECT
+#  define Py_T_INT T_INT
 #endif
 
 /* Items moved per core call by get_many/put_many, in a buffer on the C stack. */
@@ -291,6 +292,8 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->prev_stream = self->next_stream = NULL;
     self->async_waiters = NULL;
     self->flow_listeners = NULL;
+    self->async_flow = 0;
+    self->pacing = NULL;
     return (PyObject *)self;
 }
 
@@ -315,15 +318,39 @@ stream_setup_flow(StreamObject *self, int64_t capacity, bps_policy policy, PyObj
     if (flow != NULL && flow != Py_None && flow_config_from_object(flow, &config) < 0) {
         return -1;
     }
-    if (rate_config_from_objects(rate, clock, &config) < 0) {
+    /* The pacing controller, held here too: asyncio puts take its permits themselves.
+     * The adaptive policy's default is made here (the core's defaultAdaptiveRate:
+     * AIMD(1000, increase=100, window=0.1), no clock) so Python holds it as well. */
+    PyObject *pacing = NULL;
+    if (rate != NULL && rate != Py_None) {
+        pacing = Py_NewRef(rate);
+    }
+    else if (policy == BPS_POLICY_ADAPTIVE) {
+        PyObject *kwargs = Py_BuildValue("{s:i,s:d}", "increase", 100, "window", 0.1);
+        PyObject *initial = kwargs != NULL ? Py_BuildValue("(i)", 1000) : NULL;
+        pacing = initial != NULL
+            ? PyObject_Call((PyObject *)self->state->aimd_type, initial, kwargs) : NULL;
+        Py_XDECREF(initial);
+        Py_XDECREF(kwargs);
+        if (pacing == NULL) {
+            return -1;
+        }
+    }
+    if (rate_config_from_objects(pacing, clock, &config) < 0) {
+        Py_XDECREF(pacing);
         return -1;
     }
     bps_stream *stream;
     bps_status status = bps_stream_create(&config, &stream);
     if (status != BPS_OK) {
+        Py_XDECREF(pacing);
         stream_error(self, status);
         return -1;
     }
+    self->pacing = pacing;
+    self->async_flow = (config.flow ? ASYNC_FLOW_GATED : 0)
+                       | (pacing != NULL ? ASYNC_FLOW_PACED : 0)
+                       | (policy == BPS_POLICY_ADAPTIVE ? ASYNC_FLOW_ADAPTIVE : 0);
     void *counter = NULL;
     status = bps_stream_delivery_counter(stream, &counter);
     if (status != BPS_OK) {
@@ -407,6 +434,7 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->async_waiters);
     Py_VISIT(self->failure);
+    Py_VISIT(self->pacing);
     Py_VISIT(self->flow_listeners);
     if (self->flow_listeners != NULL) {
         /* Each live registration's context holds its callback for this stream. */
@@ -439,6 +467,7 @@ stream_clear(StreamObject *self)
 {
     Py_CLEAR(self->async_waiters);
     Py_CLEAR(self->failure);
+    Py_CLEAR(self->pacing);
     flow_listeners_clear(self);
     if (self->stream != NULL) {
         ahead_settle(self);
@@ -487,6 +516,7 @@ stream_dealloc(StreamObject *self)
     }
     Py_CLEAR(self->async_waiters);
     Py_CLEAR(self->failure);
+    Py_CLEAR(self->pacing);
     flow_listeners_clear(self);
     PyMem_Free(self->ahead);
     tp->tp_free(self);
@@ -1312,6 +1342,8 @@ static PyMethodDef stream_methods[] = {
     {"__aexit__", (PyCFunction)(void (*)(void))stream_aexit, METH_FASTCALL,
      PyDoc_STR("Coroutine: closes the stream (draining), like __exit__.")},
     {"_try_put", (PyCFunction)stream_try_put, METH_O, NULL},
+    {"_flow_gate", (PyCFunction)stream_flow_gate, METH_NOARGS, NULL},
+    {"_flow_gave_up", (PyCFunction)stream_flow_gave_up, METH_NOARGS, NULL},
     {"_account", (PyCFunction)(void (*)(void))stream_account, METH_FASTCALL, NULL},
     {"_watch", (PyCFunction)stream_watch, METH_O, NULL},
     {"_close_with_error", (PyCFunction)stream_close_with_error, METH_O,
@@ -1339,6 +1371,10 @@ static PyMemberDef stream_members[] = {
      NULL},
     {"_async_waiters", Py_T_OBJECT, offsetof(StreamObject, async_waiters), 0,
      "bpstream._aio's waiters of this stream, per event loop (internal)."},
+    {"_async_flow", Py_T_INT, offsetof(StreamObject, async_flow), Py_READONLY,
+     "ASYNC_FLOW_* bits: what an asyncio put passes itself (internal)."},
+    {"_pacing", Py_T_OBJECT, offsetof(StreamObject, pacing), Py_READONLY,
+     "The rate controller pacing puts, or None (internal)."},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -829,6 +829,24 @@ typedef enum bps_flow_state {
 /* *out_state gets the flow state now. Items: unchanged. */
 bps_status bps_stream_flow_state(bps_stream *stream, bps_flow_state *out_state);
 
+/* For a caller that passes the flow gate itself because it cannot block (an asyncio put):
+ * what the gate would do to a put that may wait arriving now. Absorbs the consumers'
+ * published deliveries first (under the lock, briefly; never waits), so it is exact.
+ *   BPS_FLOW_NORMAL     pass (also: no bps_config.flow, closed, or full with a policy
+ *                       other than block: the policy decides); *out_delay_ns = 0
+ *   BPS_FLOW_THROTTLED  wait *out_delay_ns (>= 0) once, then put
+ *   BPS_FLOW_PAUSED     wait until this answers below PAUSED (DROPPING with room under
+ *                       hysteresis answers PAUSED, as the gate treats it)
+ *   BPS_FLOW_DROPPING   full, block: wait for room (a producer wait), then ask again
+ * Such a caller counts its waits itself: a timeout passed in the gate or on the rate is
+ * bps_stream_flow_gave_up; a wait for room is BPS_ASYNC_PUT_*. Items: unchanged. */
+bps_status bps_stream_flow_gate(bps_stream *stream, bps_flow_state *out_state,
+                                int64_t *out_delay_ns);
+
+/* Counts one put that gave up in a flow gate or on a rate it passed itself (its timeout
+ * passed first, or the rate can never grant it) as rejected, as a blocking put's is. */
+bps_status bps_stream_flow_gave_up(bps_stream *stream);
+
 /* Called once per flow transition, in order, WITHOUT the stream's lock, on the thread whose
  * call made the transition (or on the thread already delivering earlier ones: one thread
  * delivers at a time). It may call into the stream. fill: depth / capacity after it. */
