@@ -575,6 +575,44 @@ bpstream_rate_handle(PyObject *obj)
 /* TokenBucket, SlidingWindow, AIMD: constructors                            */
 /* ------------------------------------------------------------------------- */
 
+/* A config of kind, every other field zero (the core's "unset"). */
+static bps_rate_config
+rate_config(bps_rate_kind kind)
+{
+    bps_rate_config config;
+    memset(&config, 0, sizeof(config));
+    config.size = sizeof(config);
+    config.kind = kind;
+    return config;
+}
+
+/* rate_setup for the controllers with a window (SlidingWindow, AIMD): window in seconds,
+ * already checked finite and > 0 (window_obj, borrowed, may be NULL: the default). */
+static int
+rate_setup_windowed(RateObject *self, bps_rate_config *config, PyObject *clock_obj,
+                    double window, PyObject *window_obj)
+{
+    config->window_ns = seconds_to_ns(window);
+    if (config->window_ns < 1) {
+        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
+        return -1;
+    }
+    if (rate_setup(self, config, clock_obj) < 0) {
+        return -1;
+    }
+    self->window_seconds = window;
+    return 0;
+}
+
+/* The spec of a public subclass of _RateController: only its constructor and extras. */
+#define RATE_SUBCLASS_SPEC(NAME, SLOTS)                                                  \
+    {                                                                                    \
+        .name = NAME,                                                                    \
+        .basicsize = sizeof(RateObject),                                                 \
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */    \
+        .slots = SLOTS,                                                                  \
+    }
+
 static int
 token_bucket_init(RateObject *self, PyObject *args, PyObject *kwds)
 {
@@ -584,10 +622,7 @@ token_bucket_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &burst_obj, &start_full_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_TOKEN_BUCKET;
+    bps_rate_config config = rate_config(BPS_RATE_TOKEN_BUCKET);
     int start_full = truth(start_full_obj, 1);
     if (positive_seconds(rate_obj, "rate", &config.rate) < 0
         || permit_count(burst_obj, "burst", &config.burst) < 0 || start_full < 0) {
@@ -625,12 +660,7 @@ static PyType_Slot token_bucket_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec token_bucket_spec = {
-    .name = "bpstream.TokenBucket",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = token_bucket_slots,
-};
+static PyType_Spec token_bucket_spec = RATE_SUBCLASS_SPEC("bpstream.TokenBucket", token_bucket_slots);
 
 static int
 sliding_window_init(RateObject *self, PyObject *args, PyObject *kwds)
@@ -641,25 +671,13 @@ sliding_window_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &window_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_SLIDING_WINDOW;
+    bps_rate_config config = rate_config(BPS_RATE_SLIDING_WINDOW);
     double window;
     if (permit_count(limit_obj, "limit", &config.limit) < 0
         || positive_seconds(window_obj, "window", &window) < 0) {
         return -1;
     }
-    config.window_ns = seconds_to_ns(window);
-    if (config.window_ns < 1) {
-        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
-        return -1;
-    }
-    if (rate_setup(self, &config, clock_obj) < 0) {
-        return -1;
-    }
-    self->window_seconds = window;
-    return 0;
+    return rate_setup_windowed(self, &config, clock_obj, window, window_obj);
 }
 
 static PyObject *
@@ -687,12 +705,7 @@ static PyType_Slot sliding_window_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec sliding_window_spec = {
-    .name = "bpstream.SlidingWindow",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = sliding_window_slots,
-};
+static PyType_Spec sliding_window_spec = RATE_SUBCLASS_SPEC("bpstream.SlidingWindow", sliding_window_slots);
 
 /* Borrows obj (NULL: the default). A finite number in (low, high) / [low, ...). */
 static int
@@ -717,10 +730,7 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &window_obj, &cooldown_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_AIMD;
+    bps_rate_config config = rate_config(BPS_RATE_AIMD);
     config.burst = 1;
     double window = 1.0, cooldown = -1;
     if (real_number(initial_obj, "initial", &config.initial) < 0
@@ -767,17 +777,8 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
                      cooldown_obj);
         return -1;
     }
-    config.window_ns = seconds_to_ns(window);
     config.cooldown_ns = cooldown < 0 ? -1 : seconds_to_ns(cooldown);
-    if (config.window_ns < 1) {
-        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
-        return -1;
-    }
-    if (rate_setup(self, &config, clock_obj) < 0) {
-        return -1;
-    }
-    self->window_seconds = window;
-    return 0;
+    return rate_setup_windowed(self, &config, clock_obj, window, window_obj);
 }
 
 PyDoc_STRVAR(aimd_on_success_doc,
@@ -840,12 +841,7 @@ static PyType_Slot aimd_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec aimd_spec = {
-    .name = "bpstream.AIMD",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = aimd_slots,
-};
+static PyType_Spec aimd_spec = RATE_SUBCLASS_SPEC("bpstream.AIMD", aimd_slots);
 
 /* ------------------------------------------------------------------------- */
 /* Registration                                                              */
