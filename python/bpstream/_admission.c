@@ -69,8 +69,10 @@ positive_seconds(PyObject *obj, const char *what, double *out)
     return 0;
 }
 
-int
-permit_count(PyObject *obj, const char *what, int64_t *out)
+/* Borrows obj. An int (anything with __index__; not float, not bool) as a long long:
+ * 0 with *overflow -1/0/+1 as PyLong_AsLongLongAndOverflow, or -1 with TypeError. */
+static int
+whole_number(PyObject *obj, const char *what, long long *out, int *overflow)
 {
     if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
@@ -81,10 +83,17 @@ permit_count(PyObject *obj, const char *what, int64_t *out)
     if (index == NULL) {
         return -1;
     }
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+    *out = PyLong_AsLongLongAndOverflow(index, overflow);
     Py_DECREF(index);
-    if (v == -1 && PyErr_Occurred()) {
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+int
+permit_count(PyObject *obj, const char *what, int64_t *out)
+{
+    long long v;
+    int overflow;
+    if (whole_number(obj, what, &v, &overflow) < 0) {
         return -1;
     }
     if (overflow != 0 || v < 1 || v > PERMITS_MAX) {
@@ -105,18 +114,9 @@ parse_n(PyObject *obj, int64_t *out)
         *out = 1;
         return 0;
     }
-    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "n must be an int, not %.100s", Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    PyObject *index = PyNumber_Index(obj);
-    if (index == NULL) {
-        return -1;
-    }
+    long long v;
     int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
-    Py_DECREF(index);
-    if (v == -1 && PyErr_Occurred()) {
+    if (whole_number(obj, "n", &v, &overflow) < 0) {
         return -1;
     }
     if (overflow < 0 || (overflow == 0 && v < 1)) {
