@@ -63,7 +63,7 @@ setup(
             "bpstream._bpstream",
             sources=[f"python/bpstream/{name}.c" for name in (
                 "_module", "_errors", "_args", "_stream", "_queue", "_readahead", "_aio", "_capi",
-                "_rate", "_limiter",
+                "_clock", "_admission", "_rate", "_limiter",
             )],
             # setuptools rebuilds only when these change too: the extension's own headers.
             depends=["python/bpstream/_bpstream.h", "python/bpstream/_readahead.h",

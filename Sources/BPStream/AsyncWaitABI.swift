@@ -2,26 +2,11 @@
 // @_cdecl thunks over BoundedStream.watch / arm / unwatch, tryPut and account.
 //
 // Handles: a bps_watch* is an Unmanaged<WatchHandle>, +1 from bps_stream_watch until
-// bps_watch_release. The caller's context lives in a WatchContext that the core's watch
+// bps_watch_release. The caller's context lives in a CallerCallback that the core's watch
 // (through its notify closure) owns: it is released when the last of the handle and any
 // notification in flight lets go of it, so release_context never races a notify.
 import BPStreamCore
 import CBPStream
-
-/// The caller's notify function and context; calls release_context when freed.
-private final class WatchContext: @unchecked Sendable {
-    let notify: bps_notify_fn
-    let release: bps_context_release_fn?
-    let context: UnsafeMutableRawPointer?
-
-    init(notify: bps_notify_fn, release: bps_context_release_fn?, context: UnsafeMutableRawPointer?) {
-        self.notify = notify
-        self.release = release
-        self.context = context
-    }
-
-    deinit { release?(context) }
-}
 
 /// What a bps_watch* points to: the stream (retained) and its watch.
 private final class WatchHandle {
@@ -41,8 +26,8 @@ public func abiStreamWatch(
 ) -> bps_status {
     guard let stream, let notify, let out else { return BPS_INVALID_ARGUMENT }
     let target = Unmanaged<ItemStream>.fromOpaque(UnsafeRawPointer(stream)).takeUnretainedValue()
-    let owned = WatchContext(notify: notify, release: release, context: context)
-    let watch = target.watch { events in owned.notify(owned.context, events.rawValue) }
+    let owned = CallerCallback(fn: notify, context: context, release: release)
+    let watch = target.watch { events in owned.fn(owned.context, events.rawValue) }
     let handle = WatchHandle(stream: target, watch: watch)
     out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
     return BPS_OK

@@ -45,23 +45,6 @@ public func abiStreamFlowGaveUp(_ stream: OpaquePointer?) -> bps_status {
     }
 }
 
-/// The caller's callback and context. Released (release_context) when the last reference
-/// goes: the listener handle's, and those of deliveries in progress (they hold the core
-/// listener, whose closure holds this).
-private final class FlowCallback: @unchecked Sendable {
-    let fn: bps_flow_fn
-    let context: UnsafeMutableRawPointer?
-    let release: bps_context_release_fn?
-
-    init(fn: bps_flow_fn, context: UnsafeMutableRawPointer?, release: bps_context_release_fn?) {
-        self.fn = fn
-        self.context = context
-        self.release = release
-    }
-
-    deinit { release?(context) }
-}
-
 /// What a bps_flow_listener* points to: the stream (a strong reference) and the core listener.
 private final class FlowListenerHandle {
     let stream: ItemStream
@@ -80,7 +63,9 @@ public func abiStreamOnFlowChange(
 ) -> bps_status {
     withStream(stream) { stream in
         guard let fn, let outListener else { return BPS_INVALID_ARGUMENT }
-        let callback = FlowCallback(fn: fn, context: context, release: releaseContext)
+        // Released when the last reference goes: the listener handle's, and those of
+        // deliveries in progress (they hold the core listener, whose closure holds it).
+        let callback = CallerCallback(fn: fn, context: context, release: releaseContext)
         let listener = stream.onFlowChange { transition in
             callback.fn(callback.context, bps_flow_state(rawValue: UInt32(transition.old.rawValue)),
                         bps_flow_state(rawValue: UInt32(transition.new.rawValue)), transition.fill)

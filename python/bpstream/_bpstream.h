@@ -364,27 +364,84 @@ PyObject *stream_iter(StreamObject *self);
 /* _queue.c */
 extern PyType_Spec queue_spec;
 
-/* _rate.c */
-// Creates ManualClock, the rate controllers and _Ticket into st. 0, or -1 with an exception.
-int rate_init_types(PyObject *module, module_state *st);
+/* _clock.c */
+// Creates ManualClock into st. 0, or -1 with an exception.
+int clock_init_types(PyObject *module, module_state *st);
 // Borrows obj. The native clock of a bpstream.ManualClock (borrowed: valid while obj
 // lives), or NULL with TypeError set.
 bps_clock *bpstream_clock_handle(PyObject *obj);
-// Borrows obj. The native controller of a TokenBucket, SlidingWindow or AIMD (borrowed:
-// valid while obj lives), or NULL with TypeError (or RuntimeError: __init__ not run) set.
-bps_rate *bpstream_rate_handle(PyObject *obj);
+// Borrows obj: None (NULL clock: CLOCK_MONOTONIC) or a ManualClock. 0, or -1 + TypeError.
+int clock_from_object(module_state *st, PyObject *obj, bps_clock **out);
+// Borrows clock_obj: a ManualClock, or NULL (the monotonic clock). Its time in seconds
+// (a new reference), or NULL.
+PyObject *clock_now_seconds(PyObject *clock_obj);
+
+/* _admission.c (what _rate.c and _limiter.c share) */
+// Borrows obj. A real number (int, float, anything with __float__; not str, not bool).
+// 0, or -1 with TypeError.
+int real_number(PyObject *obj, const char *what, double *out);
+// Seconds as a finite number > 0 (what), or -1 with ValueError/TypeError.
+int positive_seconds(PyObject *obj, const char *what, double *out);
+// A permit count: an int 1 ... 2^31 (what), or -1 with ValueError/TypeError.
+int permit_count(PyObject *obj, const char *what, int64_t *out);
+// Borrows obj (NULL: 1). The n of a call: an int >= 1 (beyond 2^31: INT64_MAX, which the
+// core reports as never grantable). 0, or -1 with ValueError/TypeError.
+int parse_n(PyObject *obj, int64_t *out);
+// Seconds -> nanoseconds for a window or cooldown already checked finite and >= 0.
+int64_t seconds_to_ns(double seconds);
+// Nanoseconds -> seconds: a new float, or NULL.
+PyObject *ns_to_seconds(int64_t ns);
+// The (n=1, timeout=None) of acquire/aacquire; n NULL: (timeout=None) alone (a Limiter).
+// *timeout_obj: borrowed, NULL when omitted. 0, or -1 with an exception.
+int parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, int64_t *n, int64_t *timeout_ns,
+                       PyObject **timeout_obj);
+// dict[key] = value (stolen; NULL: an exception is set). 0 or -1.
+int dict_set_new(PyObject *dict, const char *key, PyObject *value);
+
+/* A line of waiters of the C ABI (a bps_rate or a bps_limiter: a limiter's n is always 1)
+ * seen through the calls its acquires share. line is borrowed. */
+typedef struct {
+    void *line;
+    bps_status (*try_before_wait)(void *line, int64_t n);
+    bps_status (*acquire)(void *line, int64_t n, int64_t timeout_ns, const bps_waiter *waiter,
+                          int64_t *out_waited_ns);
+    bps_status (*enqueue)(void *line, int64_t n, bps_notify_fn notify,
+                          bps_context_release_fn release_context, void *context,
+                          bps_ticket **out_ticket);
+} admission_line;
+
+// The blocking acquire of n (GIL held; released while waiting, Ctrl-C polled; timeout_ns:
+// < 0 no limit, 0 never waits). Once tasks have waited in this process, a call that must
+// wait first clears tickets a closed loop left in line. 0 with *status (BPS_OK: taken,
+// *waited_ns the wait), or -1 with an exception (nothing taken).
+int admission_acquire(module_state *st, const admission_line *line, int64_t n,
+                      int64_t timeout_ns, bps_status *status, int64_t *waited_ns);
+// The first look of an async acquire: timeout 0 is a counted acquire that never waits,
+// any other a look whose refusal (BPS_FULL: go on to wait) is not counted.
+bps_status admission_first_look(const admission_line *line, int64_t n, int64_t timeout_ns);
+// Borrows owner and waker. A new _Ticket for n in line, notified through waker; NULL
+// with an exception, or NULL with *status != BPS_OK and none (the core refused: the
+// caller raises).
+PyObject *admission_enqueue(module_state *st, PyObject *owner, const admission_line *line,
+                            int64_t n, PyObject *waker, bps_status *status);
 // A new _Ticket owning `ticket` (and, through it, the notify context): NULL + exception
 // (then the ticket was released). owner: the controller or limiter (kept alive).
 PyObject *ticket_new(module_state *st, PyObject *owner, bps_ticket *ticket, void *context);
 // bpstream._control.<name>(*args): the waiting half. Returns a new reference (a coroutine).
 PyObject *call_control(module_state *st, const char *name, PyObject *const *args, size_t nargs);
+// Before a thread waits in a line that async tickets may share: releases the tickets of
+// event loops closed while their tasks waited. 0, or -1 with an exception.
 int forget_closed_loops(module_state *st);
-// Borrows obj: None (NULL clock: CLOCK_MONOTONIC) or a ManualClock. 0, or -1 + TypeError.
-int clock_from_object(module_state *st, PyObject *obj, bps_clock **out);
-// Seconds as a finite number > 0 (what), or -1 with ValueError/TypeError.
-int positive_seconds(PyObject *obj, const char *what, double *out);
-// A permit count: an int 1 ... 2^31 (what), or -1 with ValueError/TypeError.
-int permit_count(PyObject *obj, const char *what, int64_t *out);
+// Creates _Ticket into st. 0, or -1 with an exception.
+int admission_init_types(PyObject *module, module_state *st);
+
+/* _rate.c */
+// Creates the rate controllers into st. 0, or -1 with an exception.
+int rate_init_types(PyObject *module, module_state *st);
+// Borrows obj. The native controller of a TokenBucket, SlidingWindow or AIMD (borrowed:
+// valid while obj lives), or NULL with TypeError (or RuntimeError: __init__ not run) set.
+bps_rate *bpstream_rate_handle(PyObject *obj);
 
 /* _limiter.c */
 // Creates Limiter and Token into st. 0, or -1 with an exception.

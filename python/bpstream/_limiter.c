@@ -14,8 +14,8 @@
  *  - Neither type is subclassable and neither holds arbitrary objects, so no reference
  *    cycle can go through them: no GC support needed (Tokens are made per admission).
  *
- * GIL: as in _rate.c: acquire waits with the GIL released through the gil_waiter hook and
- * answers Ctrl-C; release_slot never waits.
+ * GIL: acquire waits through admission_acquire (_admission.c: the GIL released, Ctrl-C
+ * answered); release_slot never waits.
  */
 #include "_bpstream.h"
 
@@ -49,6 +49,37 @@ typedef struct {
             return NULL;                                                         \
         }                                                                        \
     } while (0)
+
+/* self's bps_limiter as an admission_line: its n is always 1 (one slot and one token). */
+static bps_status
+limiter_line_try(void *line, int64_t n)
+{
+    (void)n;
+    return bps_limiter_try_acquire_before_wait(line);
+}
+
+static bps_status
+limiter_line_acquire(void *line, int64_t n, int64_t timeout_ns, const bps_waiter *waiter,
+                     int64_t *out_waited_ns)
+{
+    (void)n;
+    return bps_limiter_acquire(line, timeout_ns, waiter, out_waited_ns);
+}
+
+static bps_status
+limiter_line_enqueue(void *line, int64_t n, bps_notify_fn notify,
+                     bps_context_release_fn release_context, void *context, bps_ticket **out)
+{
+    (void)n;
+    return bps_limiter_enqueue(line, notify, release_context, context, out);
+}
+
+static admission_line
+limiter_line(LimiterObject *self)
+{
+    return (admission_line){self->limiter, limiter_line_try, limiter_line_acquire,
+                            limiter_line_enqueue};
+}
 
 /* ------------------------------------------------------------------------- */
 /* Token                                                                     */
@@ -344,45 +375,16 @@ limiter_try_acquire(LimiterObject *self, PyObject *Py_UNUSED(ignored))
     return set_error(self->state, status);
 }
 
-static int
-parse_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-              int64_t *timeout_ns, PyObject **timeout_obj)
-{
-    static const char *const names[] = {"timeout"};
-    arg_spec spec = {fname, names, 1, 0, 1, 0};
-    PyObject *argv[1] = {NULL};
-    *timeout_ns = -1;
-    *timeout_obj = NULL;
-    if (nargs == 0 && kwnames == NULL) {
-        return 0;
-    }
-    if (parse_args(&spec, args, nargs, kwnames, argv) < 0
-        || timeout_to_ns(argv[0], timeout_ns) < 0) {
-        return -1;
-    }
-    *timeout_obj = argv[0];
-    return 0;
-}
-
 /* Takes a slot (waiting as timeout_ns says). 0, or -1 with an exception. */
 static int
 limiter_take(LimiterObject *self, int64_t timeout_ns)
 {
-    if (timeout_ns != 0 && self->state->control != NULL) {
-        /* Tasks have waited in this process: when this call must wait, first clear tickets
-         * a closed loop left in line (the fast path stays free of Python calls). */
-        bps_status first = bps_limiter_try_acquire_before_wait(self->limiter);
-        if (first == BPS_OK) {
-            return 0;
-        }
-        if (first == BPS_FULL && forget_closed_loops(self->state) < 0) {
-            return -1;
-        }
+    admission_line line = limiter_line(self);
+    bps_status status;
+    int64_t waited;
+    if (admission_acquire(self->state, &line, 1, timeout_ns, &status, &waited) < 0) {
+        return -1;
     }
-    gil_waiter w;
-    bps_status status = bps_limiter_acquire(self->limiter, timeout_ns,
-                                            timeout_ns == 0 ? NULL : gil_waiter_init(&w, NULL, 0),
-                                            NULL);
     if (status == BPS_OK) {
         return 0;
     }
@@ -408,7 +410,7 @@ limiter_acquire(LimiterObject *self, PyObject *const *args, Py_ssize_t nargs, Py
     LIMITER_CHECK_INIT(self);
     int64_t timeout_ns;
     PyObject *timeout_obj;
-    if (parse_timeout("acquire", args, nargs, kwnames, &timeout_ns, &timeout_obj) < 0
+    if (parse_acquire_args("acquire", args, nargs, kwnames, NULL, &timeout_ns, &timeout_obj) < 0
         || limiter_take(self, timeout_ns) < 0) {
         return NULL;
     }
@@ -420,8 +422,8 @@ limiter_acquire(LimiterObject *self, PyObject *const *args, Py_ssize_t nargs, Py
 static PyObject *
 limiter_admit_async(LimiterObject *self, int64_t timeout_ns, PyObject *timeout_obj, int as_token)
 {
-    bps_status status = timeout_ns == 0 ? bps_limiter_acquire(self->limiter, 0, NULL, NULL)
-                                        : bps_limiter_try_acquire_before_wait(self->limiter);
+    admission_line line = limiter_line(self);
+    bps_status status = admission_first_look(&line, 1, timeout_ns);
     if (status == BPS_OK) {   /* the fast path */
         return ready_new(self->state, as_token ? token_new(self) : Py_NewRef(Py_None));
     }
@@ -450,7 +452,7 @@ limiter_aacquire(LimiterObject *self, PyObject *const *args, Py_ssize_t nargs, P
     LIMITER_CHECK_INIT(self);
     int64_t timeout_ns;
     PyObject *timeout_obj;
-    if (parse_timeout("aacquire", args, nargs, kwnames, &timeout_ns, &timeout_obj) < 0) {
+    if (parse_acquire_args("aacquire", args, nargs, kwnames, NULL, &timeout_ns, &timeout_obj) < 0) {
         return NULL;
     }
     return limiter_admit_async(self, timeout_ns, timeout_obj, 1);
@@ -510,18 +512,10 @@ static PyObject *
 limiter_enqueue(LimiterObject *self, PyObject *waker)
 {
     LIMITER_CHECK_INIT(self);
-    void *context = aio_notify_context_new(self->state, waker);
-    if (context == NULL) {
-        return NULL;
-    }
-    bps_ticket *ticket = NULL;
-    bps_status status = bps_limiter_enqueue(self->limiter, aio_notify, aio_notify_context_release,
-                                            context, &ticket);
-    if (status != BPS_OK) {
-        aio_notify_context_release(context);   /* not taken: still ours (written on success) */
-        return set_error(self->state, status);
-    }
-    return ticket_new(self->state, (PyObject *)self, ticket, context);
+    admission_line line = limiter_line(self);
+    bps_status status;
+    PyObject *ticket = admission_enqueue(self->state, (PyObject *)self, &line, 1, waker, &status);
+    return ticket != NULL || status == BPS_OK ? ticket : set_error(self->state, status);
 }
 
 static PyObject *
@@ -540,10 +534,7 @@ limiter_release_slot_method(LimiterObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 limiter_now(LimiterObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int64_t ns = 0;
-    bps_clock *clock = self->clock != NULL ? bpstream_clock_handle(self->clock) : NULL;
-    (void)bps_clock_now(clock, &ns);
-    return PyFloat_FromDouble((double)ns / 1e9);
+    return clock_now_seconds(self->clock);
 }
 
 PyDoc_STRVAR(limiter_retry_after_doc,
@@ -585,17 +576,6 @@ snapshot(LimiterObject *self, bps_limiter_stats *s)
     return 0;
 }
 
-static int
-dict_put(PyObject *dict, const char *key, PyObject *value)
-{
-    if (value == NULL) {
-        return -1;
-    }
-    int rc = PyDict_SetItemString(dict, key, value);
-    Py_DECREF(value);
-    return rc;
-}
-
 static PyObject *
 max_concurrent_object(const bps_limiter_stats *s)
 {
@@ -627,20 +607,20 @@ limiter_stats(LimiterObject *self, PyObject *Py_UNUSED(ignored))
     if (d == NULL) {
         return NULL;
     }
-    if (dict_put(d, "granted", PyLong_FromUnsignedLongLong(s.granted)) < 0
-        || dict_put(d, "refused", PyLong_FromUnsignedLongLong(s.refused)) < 0
-        || dict_put(d, "timed_out", PyLong_FromUnsignedLongLong(s.timed_out)) < 0
-        || dict_put(d, "cancelled", PyLong_FromUnsignedLongLong(s.cancelled)) < 0
-        || dict_put(d, "released", PyLong_FromUnsignedLongLong(s.released)) < 0
-        || dict_put(d, "in_flight", PyLong_FromUnsignedLongLong(s.in_flight)) < 0
-        || dict_put(d, "waiting", PyLong_FromUnsignedLongLong(s.waiting)) < 0
-        || dict_put(d, "utilization", PyFloat_FromDouble(s.utilization)) < 0
-        || dict_put(d, "total_wait", PyFloat_FromDouble((double)s.wait_ns / 1e9)) < 0
-        || dict_put(d, "wakeups", PyLong_FromUnsignedLongLong(s.wakeups)) < 0
-        || dict_put(d, "max_concurrent", max_concurrent_object(&s)) < 0
-        || dict_put(d, "rate", rate_object(&s)) < 0
-        || dict_put(d, "burst", s.rate <= 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(s.burst)) < 0
-        || dict_put(d, "tokens", PyFloat_FromDouble(s.tokens)) < 0) {
+    if (dict_set_new(d, "granted", PyLong_FromUnsignedLongLong(s.granted)) < 0
+        || dict_set_new(d, "refused", PyLong_FromUnsignedLongLong(s.refused)) < 0
+        || dict_set_new(d, "timed_out", PyLong_FromUnsignedLongLong(s.timed_out)) < 0
+        || dict_set_new(d, "cancelled", PyLong_FromUnsignedLongLong(s.cancelled)) < 0
+        || dict_set_new(d, "released", PyLong_FromUnsignedLongLong(s.released)) < 0
+        || dict_set_new(d, "in_flight", PyLong_FromUnsignedLongLong(s.in_flight)) < 0
+        || dict_set_new(d, "waiting", PyLong_FromUnsignedLongLong(s.waiting)) < 0
+        || dict_set_new(d, "utilization", PyFloat_FromDouble(s.utilization)) < 0
+        || dict_set_new(d, "total_wait", PyFloat_FromDouble((double)s.wait_ns / 1e9)) < 0
+        || dict_set_new(d, "wakeups", PyLong_FromUnsignedLongLong(s.wakeups)) < 0
+        || dict_set_new(d, "max_concurrent", max_concurrent_object(&s)) < 0
+        || dict_set_new(d, "rate", rate_object(&s)) < 0
+        || dict_set_new(d, "burst", s.rate <= 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(s.burst)) < 0
+        || dict_set_new(d, "tokens", PyFloat_FromDouble(s.tokens)) < 0) {
         Py_DECREF(d);
         return NULL;
     }

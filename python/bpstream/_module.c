@@ -480,7 +480,8 @@ bpstream_exec(PyObject *module)
     if (st->iterator_type == NULL) {
         goto done;
     }
-    if (aio_init_types(module, st) < 0 || rate_init_types(module, st) < 0
+    if (aio_init_types(module, st) < 0 || clock_init_types(module, st) < 0
+        || admission_init_types(module, st) < 0 || rate_init_types(module, st) < 0
         || limiter_init_types(module, st) < 0 || register_process_hooks(module) < 0) {
         goto done;
     }

@@ -1,27 +1,17 @@
 /*
- * _rate.c — ManualClock and the rate controllers (TokenBucket, SlidingWindow, AIMD).
+ * _rate.c — the rate controllers: TokenBucket, SlidingWindow, AIMD.
  *
- * Owns: the ManualClock type (a bps_clock), the controllers' shared base type
- * _RateController (a bps_rate: try_acquire/acquire/aacquire/retry_after/rate/limit/stats)
- * and its three subclasses, each only a constructor (AIMD adds on_success/on_backpressure),
- * and _Ticket: one async waiter's place in a controller's or limiter's queue (bpstream.h,
- * TICKETS), polled by bpstream/_control.py. Argument helpers the limiter shares live here.
+ * Owns: the controllers' shared base type _RateController (a bps_rate:
+ * try_acquire/acquire/aacquire/retry_after/rate/limit/stats) and its three subclasses,
+ * each only a constructor (AIMD adds on_success/on_backpressure). Waiting in line, the
+ * async tickets and the argument conversions are _admission.c's; ManualClock is _clock.c's.
  *
  * OWNERSHIP
- *  - A ManualClock owns one reference to its bps_clock; a controller owns one to its
- *    bps_rate (which holds its own to the clock) and a strong reference to the ManualClock
- *    object it was given (for `clock`), or None.
- *  - A _Ticket owns its bps_ticket until release() (or dealloc, which releases it as
- *    cancelled); the notify context belongs to the ticket (freed by the core through
- *    aio_notify_context_release once the ticket is released and no notify runs), so the
- *    _Ticket only borrows it while the ticket lives. It keeps its owner (the controller
- *    or limiter object) alive.
+ *  - A controller owns one reference to its bps_rate (which holds its own to the clock)
+ *    and a strong reference to the ManualClock object it was given (for `clock`), or None.
  *
- * GIL: every bps_ call is made with the GIL held; acquire waits through the gil_waiter hook
- * (released GIL, Ctrl-C polled every 50 ms on the main thread: BPS_CANCELLED takes
- * nothing). Ticket notifies run on any thread without the GIL and only write an eventfd
- * (_aio.c). Clock moves wake waiters outside the core's locks, never under the GIL's
- * say-so: advance() never waits.
+ * GIL: every bps_ call is made with the GIL held; acquire waits through admission_acquire
+ * (released GIL, Ctrl-C polled: BPS_CANCELLED takes nothing).
  */
 #include "_bpstream.h"
 
@@ -33,342 +23,6 @@
 #  define Py_T_PYSSIZET T_PYSSIZET
 #  define Py_READONLY READONLY
 #endif
-
-#define PERMITS_MAX ((int64_t)1 << 31)
-
-/* ------------------------------------------------------------------------- */
-/* Arguments                                                                 */
-/* ------------------------------------------------------------------------- */
-
-/* Borrows obj. A real number (int, float, anything with __float__; not str). */
-static int
-real_number(PyObject *obj, const char *what, double *out)
-{
-    /* bool is an int, but True as a rate or a duration is a mistake, not a number. */
-    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || obj == Py_None || PyBool_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a number, not %.100s", what,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    double v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s must be a number, not %.100s", what,
-                         Py_TYPE(obj)->tp_name);
-        }
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-int
-positive_seconds(PyObject *obj, const char *what, double *out)
-{
-    double v;
-    if (real_number(obj, what, &v) < 0) {
-        return -1;
-    }
-    if (!isfinite(v) || v <= 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be a finite number > 0, got %R", what, obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-int
-permit_count(PyObject *obj, const char *what, int64_t *out)
-{
-    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    PyObject *index = PyNumber_Index(obj);
-    if (index == NULL) {
-        return -1;
-    }
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
-    Py_DECREF(index);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (overflow != 0 || v < 1 || v > PERMITS_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s must be between 1 and %lld, got %R", what,
-                     (long long)PERMITS_MAX, obj);
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
-}
-
-/* Borrows obj (NULL: 1). The n of a call: an int >= 1. Beyond 2^31 it is passed on as
- * such, so the core reports it as never grantable. */
-static int
-parse_n(PyObject *obj, int64_t *out)
-{
-    if (obj == NULL) {
-        *out = 1;
-        return 0;
-    }
-    if (PyFloat_Check(obj) || PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "n must be an int, not %.100s", Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    PyObject *index = PyNumber_Index(obj);
-    if (index == NULL) {
-        return -1;
-    }
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
-    Py_DECREF(index);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (overflow < 0 || (overflow == 0 && v < 1)) {
-        PyErr_Format(PyExc_ValueError, "n must be at least 1, got %R", obj);
-        return -1;
-    }
-    *out = overflow > 0 ? INT64_MAX : (int64_t)v;
-    return 0;
-}
-
-// Seconds -> nanoseconds for a window or cooldown already checked finite and >= 0.
-static int64_t
-seconds_to_ns(double seconds)
-{
-    double ns = round(seconds * 1e9);
-    return ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
-}
-
-PyObject *
-call_control(module_state *st, const char *name, PyObject *const *args, size_t nargs)
-{
-    if (st->control == NULL) {
-        st->control = PyImport_ImportModule("bpstream._control");
-        if (st->control == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *function = PyObject_GetAttrString(st->control, name);
-    if (function == NULL) {
-        return NULL;
-    }
-    PyObject *result = PyObject_Vectorcall(function, args, nargs, NULL);
-    Py_DECREF(function);
-    return result;
-}
-
-/* Before a thread waits in a line that async tickets may share: releases the tickets of
- * event loops closed while their tasks waited (_control._forget_closed_loops), which would
- * otherwise stay ahead of it forever. Nothing to do before the first async wait (no ticket
- * can exist). 0, or -1 with an exception. */
-int
-forget_closed_loops(module_state *st)
-{
-    if (st->control == NULL) {
-        return 0;
-    }
-    PyObject *result = call_control(st, "_forget_closed_loops", NULL, 0);
-    if (result == NULL) {
-        return -1;
-    }
-    Py_DECREF(result);
-    return 0;
-}
-
-// Returns a new reference, or NULL.
-static PyObject *
-ns_to_seconds(int64_t ns)
-{
-    return PyFloat_FromDouble((double)ns / 1e9);
-}
-
-/* ------------------------------------------------------------------------- */
-/* ManualClock                                                               */
-/* ------------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    bps_clock *clock;      /* ours */
-} ClockObject;
-
-static PyObject *
-clock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "ManualClock() takes no arguments");
-        return NULL;
-    }
-    PyObject *module = PyType_GetModuleByDef(type, &bpstream_module);
-    if (module == NULL) {
-        return NULL;
-    }
-    bps_clock *clock = NULL;
-    bps_status status = bps_clock_create_manual(&clock);
-    if (status != BPS_OK) {
-        return set_error(get_module_state(module), status);
-    }
-    ClockObject *self = (ClockObject *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        (void)bps_clock_release(clock);
-        return NULL;
-    }
-    self->clock = clock;
-    return (PyObject *)self;
-}
-
-static void
-clock_dealloc(ClockObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    if (self->clock != NULL) {
-        (void)bps_clock_release(self->clock);
-    }
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-clock_now(ClockObject *self, PyObject *Py_UNUSED(ignored))
-{
-    int64_t ns = 0;
-    (void)bps_clock_now(self->clock, &ns);
-    return ns_to_seconds(ns);
-}
-
-static PyObject *
-clock_get_time(ClockObject *self, void *Py_UNUSED(closure))
-{
-    return clock_now(self, NULL);
-}
-
-PyDoc_STRVAR(clock_advance_doc,
-"advance($self, seconds, /)\n--\n\n"
-"Move the clock forward by seconds (>= 0). Waiters on controllers and limiters using\n"
-"this clock whose time has come are granted (threads) or woken (tasks) at once.");
-
-static PyObject *
-clock_advance(ClockObject *self, PyObject *arg)
-{
-    int64_t ns;
-    if (PyLong_Check(arg) && !PyBool_Check(arg)) {   /* a bool goes to real_number: refused */
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
-        if (v == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (overflow != 0 || v < 0 || v > INT64_MAX / NS_PER_SEC) {
-            PyErr_Format(PyExc_ValueError, "seconds must be between 0 and %lld, got %R",
-                         (long long)(INT64_MAX / NS_PER_SEC), arg);
-            return NULL;
-        }
-        ns = (int64_t)v * NS_PER_SEC;
-    }
-    else {
-        double seconds;
-        if (real_number(arg, "seconds", &seconds) < 0) {
-            return NULL;
-        }
-        if (!isfinite(seconds) || seconds < 0 || seconds * 1e9 >= 9.2e18) {
-            PyErr_Format(PyExc_ValueError,
-                         "seconds must be a finite number >= 0 (a clock never goes back), "
-                         "got %R", arg);
-            return NULL;
-        }
-        ns = seconds_to_ns(seconds);
-    }
-    bps_status status = bps_clock_advance(self->clock, ns);
-    if (status != BPS_OK) {
-        PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &bpstream_module);
-        return module == NULL ? NULL : set_error(get_module_state(module), status);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-clock_repr(ClockObject *self)
-{
-    int64_t ns = 0;
-    (void)bps_clock_now(self->clock, &ns);
-    PyObject *seconds = ns_to_seconds(ns);
-    if (seconds == NULL) {
-        return NULL;
-    }
-    PyObject *result = PyUnicode_FromFormat("<bpstream.ManualClock time=%R>", seconds);
-    Py_DECREF(seconds);
-    return result;
-}
-
-static PyMethodDef clock_methods[] = {
-    {"now", (PyCFunction)clock_now, METH_NOARGS,
-     PyDoc_STR("now($self, /)\n--\n\nThe clock's time in seconds (starts at 0).")},
-    {"advance", (PyCFunction)clock_advance, METH_O, clock_advance_doc},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef clock_getset[] = {
-    {"time", (getter)clock_get_time, NULL, PyDoc_STR("The clock's time in seconds (now())."),
-     NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-PyDoc_STRVAR(clock_doc,
-"ManualClock()\n--\n\n"
-"A clock that stands still until advance() moves it: give it as clock= to a rate\n"
-"controller or a Limiter and the test decides what time it is. Starts at 0.\n"
-"Timeouts of acquire() on such a controller are on this clock too; Ctrl-C still\n"
-"interrupts a wait on a clock that stands still.");
-
-static PyType_Slot clock_slots[] = {
-    {Py_tp_doc, (void *)clock_doc},
-    {Py_tp_new, clock_new},
-    {Py_tp_dealloc, clock_dealloc},
-    {Py_tp_repr, clock_repr},
-    {Py_tp_methods, clock_methods},
-    {Py_tp_getset, clock_getset},
-    {0, NULL},
-};
-
-static PyType_Spec clock_spec = {
-    .name = "bpstream.ManualClock",
-    .basicsize = sizeof(ClockObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = clock_slots,
-};
-
-int
-clock_from_object(module_state *st, PyObject *obj, bps_clock **out)
-{
-    if (obj == NULL || obj == Py_None) {
-        *out = NULL;
-        return 0;
-    }
-    if (!PyObject_TypeCheck(obj, st->manual_clock_type)) {
-        PyErr_Format(PyExc_TypeError, "clock must be a bpstream.ManualClock or None, not %.100s",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    *out = ((ClockObject *)obj)->clock;
-    return 0;
-}
-
-bps_clock *
-bpstream_clock_handle(PyObject *obj)
-{
-    PyObject *module = PyType_GetModuleByDef(Py_TYPE(obj), &bpstream_module);
-    if (module == NULL
-        || !PyObject_TypeCheck(obj, get_module_state(module)->manual_clock_type)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "expected a bpstream.ManualClock, not %.100s",
-                     Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    return ((ClockObject *)obj)->clock;
-}
 
 /* ------------------------------------------------------------------------- */
 /* _RateController: what TokenBucket, SlidingWindow and AIMD share           */
@@ -392,6 +46,33 @@ typedef struct {
             return NULL;                                                             \
         }                                                                            \
     } while (0)
+
+/* self's bps_rate as an admission_line (the adapters only convert the line pointer). */
+static bps_status
+rate_line_try(void *line, int64_t n)
+{
+    return bps_rate_try_acquire_before_wait(line, n);
+}
+
+static bps_status
+rate_line_acquire(void *line, int64_t n, int64_t timeout_ns, const bps_waiter *waiter,
+                  int64_t *out_waited_ns)
+{
+    return bps_rate_acquire(line, n, timeout_ns, waiter, out_waited_ns);
+}
+
+static bps_status
+rate_line_enqueue(void *line, int64_t n, bps_notify_fn notify,
+                  bps_context_release_fn release_context, void *context, bps_ticket **out)
+{
+    return bps_rate_enqueue(line, n, notify, release_context, context, out);
+}
+
+static admission_line
+rate_line(RateObject *self)
+{
+    return (admission_line){self->rate, rate_line_try, rate_line_acquire, rate_line_enqueue};
+}
 
 static PyObject *
 rate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -551,52 +232,18 @@ PyDoc_STRVAR(rate_acquire_doc,
 "ValueError when n can never be granted. The GIL is released while waiting; Ctrl-C\n"
 "interrupts the wait. A wait that ends without a grant takes nothing.");
 
-static int
-parse_n_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                int64_t *n, int64_t *timeout_ns, PyObject **timeout_obj)
-{
-    static const char *const names[] = {"n", "timeout"};
-    arg_spec spec = {fname, names, 2, 0, 2, 0};
-    PyObject *argv[2] = {NULL, NULL};
-    if (nargs == 0 && kwnames == NULL) {
-        *n = 1;
-        *timeout_ns = -1;
-        *timeout_obj = NULL;
-        return 0;
-    }
-    if (parse_args(&spec, args, nargs, kwnames, argv) < 0 || parse_n(argv[0], n) < 0
-        || timeout_to_ns(argv[1], timeout_ns) < 0) {
-        return -1;
-    }
-    *timeout_obj = argv[1];
-    return 0;
-}
-
 static PyObject *
 rate_acquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
-    int64_t n, timeout_ns, waited = 0;
+    int64_t n, timeout_ns, waited;
     PyObject *timeout_obj;
-    if (parse_n_timeout("acquire", args, nargs, kwnames, &n, &timeout_ns, &timeout_obj) < 0) {
+    bps_status status;
+    admission_line line = rate_line(self);
+    if (parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns, &timeout_obj) < 0
+        || admission_acquire(self->state, &line, n, timeout_ns, &status, &waited) < 0) {
         return NULL;
     }
-    if (timeout_ns != 0 && self->state->control != NULL) {
-        /* Tasks have waited in this process: when this call must wait, first clear tickets
-         * a closed loop left in line (the fast path stays free of Python calls). */
-        bps_status first = bps_rate_try_acquire_before_wait(self->rate, n);
-        if (first == BPS_OK) {
-            return ns_to_seconds(0);
-        }
-        if (first == BPS_FULL && forget_closed_loops(self->state) < 0) {
-            return NULL;
-        }
-    }
-    gil_waiter w;
-    /* A rate wait removes no stream item: gil_waiter_init never looks at the stream. */
-    bps_status status = bps_rate_acquire(self->rate, n, timeout_ns,
-                                         timeout_ns == 0 ? NULL : gil_waiter_init(&w, NULL, 0),
-                                         &waited);
     if (status == BPS_OK) {
         return ns_to_seconds(waited);
     }
@@ -613,14 +260,13 @@ static PyObject *
 rate_aacquire(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     RATE_CHECK_INIT(self);
-    int64_t n, timeout_ns, waited = 0;
+    int64_t n, timeout_ns;
     PyObject *timeout_obj;
-    if (parse_n_timeout("aacquire", args, nargs, kwnames, &n, &timeout_ns, &timeout_obj) < 0) {
+    if (parse_acquire_args("aacquire", args, nargs, kwnames, &n, &timeout_ns, &timeout_obj) < 0) {
         return NULL;
     }
-    bps_status status = timeout_ns == 0
-        ? bps_rate_acquire(self->rate, n, 0, NULL, &waited)   /* counted like acquire's */
-        : bps_rate_try_acquire_before_wait(self->rate, n);   /* a refusal: we wait, uncounted */
+    admission_line line = rate_line(self);
+    bps_status status = admission_first_look(&line, n, timeout_ns);
     if (status == BPS_OK) {   /* the fast path */
         return ready_new(self->state, PyFloat_FromDouble(0.0));
     }
@@ -660,18 +306,6 @@ rate_retry_after(RateObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
         return rate_error(self, status, n);
     }
     return ns_to_seconds(ns);
-}
-
-// Returns 0 or -1: dict[key] = value (stolen; NULL: an exception is set).
-static int
-dict_set_new(PyObject *dict, const char *key, PyObject *value)
-{
-    if (value == NULL) {
-        return -1;
-    }
-    int rc = PyDict_SetItemString(dict, key, value);
-    Py_DECREF(value);
-    return rc;
 }
 
 static const char *const kind_names[] = {"token_bucket", "sliding_window", "aimd"};
@@ -819,10 +453,7 @@ rate_get_clock(RateObject *self, void *Py_UNUSED(closure))
 static PyObject *
 rate_now(RateObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int64_t ns = 0;
-    bps_clock *clock = self->clock != NULL ? ((ClockObject *)self->clock)->clock : NULL;
-    (void)bps_clock_now(clock, &ns);
-    return ns_to_seconds(ns);
+    return clock_now_seconds(self->clock);
 }
 
 /* _enqueue(n, waker) -> _Ticket: a place in the line for an async waiter. */
@@ -838,18 +469,10 @@ rate_enqueue(RateObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (parse_n(args[0], &n) < 0) {
         return NULL;
     }
-    void *context = aio_notify_context_new(self->state, args[1]);
-    if (context == NULL) {
-        return NULL;
-    }
-    bps_ticket *ticket = NULL;
-    bps_status status = bps_rate_enqueue(self->rate, n, aio_notify, aio_notify_context_release,
-                                         context, &ticket);
-    if (status != BPS_OK) {
-        aio_notify_context_release(context);   /* not taken: still ours (written on success) */
-        return rate_error(self, status, n);
-    }
-    return ticket_new(self->state, (PyObject *)self, ticket, context);
+    admission_line line = rate_line(self);
+    bps_status status;
+    PyObject *ticket = admission_enqueue(self->state, (PyObject *)self, &line, n, args[1], &status);
+    return ticket != NULL || status == BPS_OK ? ticket : rate_error(self, status, n);
 }
 
 static PyObject *
@@ -952,6 +575,44 @@ bpstream_rate_handle(PyObject *obj)
 /* TokenBucket, SlidingWindow, AIMD: constructors                            */
 /* ------------------------------------------------------------------------- */
 
+/* A config of kind, every other field zero (the core's "unset"). */
+static bps_rate_config
+rate_config(bps_rate_kind kind)
+{
+    bps_rate_config config;
+    memset(&config, 0, sizeof(config));
+    config.size = sizeof(config);
+    config.kind = kind;
+    return config;
+}
+
+/* rate_setup for the controllers with a window (SlidingWindow, AIMD): window in seconds,
+ * already checked finite and > 0 (window_obj, borrowed, may be NULL: the default). */
+static int
+rate_setup_windowed(RateObject *self, bps_rate_config *config, PyObject *clock_obj,
+                    double window, PyObject *window_obj)
+{
+    config->window_ns = seconds_to_ns(window);
+    if (config->window_ns < 1) {
+        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
+        return -1;
+    }
+    if (rate_setup(self, config, clock_obj) < 0) {
+        return -1;
+    }
+    self->window_seconds = window;
+    return 0;
+}
+
+/* The spec of a public subclass of _RateController: only its constructor and extras. */
+#define RATE_SUBCLASS_SPEC(NAME, SLOTS)                                                  \
+    {                                                                                    \
+        .name = NAME,                                                                    \
+        .basicsize = sizeof(RateObject),                                                 \
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */    \
+        .slots = SLOTS,                                                                  \
+    }
+
 static int
 token_bucket_init(RateObject *self, PyObject *args, PyObject *kwds)
 {
@@ -961,10 +622,7 @@ token_bucket_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &burst_obj, &start_full_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_TOKEN_BUCKET;
+    bps_rate_config config = rate_config(BPS_RATE_TOKEN_BUCKET);
     int start_full = truth(start_full_obj, 1);
     if (positive_seconds(rate_obj, "rate", &config.rate) < 0
         || permit_count(burst_obj, "burst", &config.burst) < 0 || start_full < 0) {
@@ -1002,12 +660,7 @@ static PyType_Slot token_bucket_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec token_bucket_spec = {
-    .name = "bpstream.TokenBucket",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = token_bucket_slots,
-};
+static PyType_Spec token_bucket_spec = RATE_SUBCLASS_SPEC("bpstream.TokenBucket", token_bucket_slots);
 
 static int
 sliding_window_init(RateObject *self, PyObject *args, PyObject *kwds)
@@ -1018,25 +671,13 @@ sliding_window_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &window_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_SLIDING_WINDOW;
+    bps_rate_config config = rate_config(BPS_RATE_SLIDING_WINDOW);
     double window;
     if (permit_count(limit_obj, "limit", &config.limit) < 0
         || positive_seconds(window_obj, "window", &window) < 0) {
         return -1;
     }
-    config.window_ns = seconds_to_ns(window);
-    if (config.window_ns < 1) {
-        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
-        return -1;
-    }
-    if (rate_setup(self, &config, clock_obj) < 0) {
-        return -1;
-    }
-    self->window_seconds = window;
-    return 0;
+    return rate_setup_windowed(self, &config, clock_obj, window, window_obj);
 }
 
 static PyObject *
@@ -1064,12 +705,7 @@ static PyType_Slot sliding_window_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec sliding_window_spec = {
-    .name = "bpstream.SlidingWindow",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = sliding_window_slots,
-};
+static PyType_Spec sliding_window_spec = RATE_SUBCLASS_SPEC("bpstream.SlidingWindow", sliding_window_slots);
 
 /* Borrows obj (NULL: the default). A finite number in (low, high) / [low, ...). */
 static int
@@ -1094,10 +730,7 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
                                      &window_obj, &cooldown_obj, &clock_obj)) {
         return -1;
     }
-    bps_rate_config config;
-    memset(&config, 0, sizeof(config));
-    config.size = sizeof(config);
-    config.kind = BPS_RATE_AIMD;
+    bps_rate_config config = rate_config(BPS_RATE_AIMD);
     config.burst = 1;
     double window = 1.0, cooldown = -1;
     if (real_number(initial_obj, "initial", &config.initial) < 0
@@ -1144,17 +777,8 @@ aimd_init(RateObject *self, PyObject *args, PyObject *kwds)
                      cooldown_obj);
         return -1;
     }
-    config.window_ns = seconds_to_ns(window);
     config.cooldown_ns = cooldown < 0 ? -1 : seconds_to_ns(cooldown);
-    if (config.window_ns < 1) {
-        PyErr_Format(PyExc_ValueError, "window must be at least 1 ns, got %R", window_obj);
-        return -1;
-    }
-    if (rate_setup(self, &config, clock_obj) < 0) {
-        return -1;
-    }
-    self->window_seconds = window;
-    return 0;
+    return rate_setup_windowed(self, &config, clock_obj, window, window_obj);
 }
 
 PyDoc_STRVAR(aimd_on_success_doc,
@@ -1217,152 +841,21 @@ static PyType_Slot aimd_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec aimd_spec = {
-    .name = "bpstream.AIMD",
-    .basicsize = sizeof(RateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,   /* GC: inherited */
-    .slots = aimd_slots,
-};
-
-/* ------------------------------------------------------------------------- */
-/* _Ticket: an async waiter's place in a queue                               */
-/* ------------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    bps_ticket *ticket;    /* ours until release(); NULL after */
-    void *context;         /* the notify context: the ticket's, borrowed while it lives */
-    PyObject *owner;       /* the controller or limiter (strong) */
-} TicketObject;
-
-PyObject *
-ticket_new(module_state *st, PyObject *owner, bps_ticket *ticket, void *context)
-{
-    TicketObject *self = PyObject_New(TicketObject, st->ticket_type);
-    if (self == NULL) {
-        (void)bps_ticket_release(ticket, 0);
-        return NULL;
-    }
-    self->ticket = ticket;
-    self->context = context;
-    self->owner = Py_NewRef(owner);
-    return (PyObject *)self;
-}
-
-static void
-ticket_dealloc(TicketObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    if (self->ticket != NULL) {
-        (void)bps_ticket_release(self->ticket, 0);   /* ungranted: takes nothing */
-    }
-    Py_XDECREF(self->owner);
-    PyObject_Free(self);
-    Py_DECREF(tp);
-}
-
-/* poll() -> 0 granted (the permits are taken), > 0 ns until due (or until its timeout) on
- * the owner's clock, -1 wait for a notify. TimeoutError: its timeout passed ungranted
- * (nothing taken; release it as timed out). */
-static PyObject *
-ticket_poll(TicketObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->ticket == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ticket already released");
-        return NULL;
-    }
-    int64_t retry = -1;
-    bps_status status = bps_ticket_poll(self->ticket, &retry);
-    if (status == BPS_TIMED_OUT) {
-        PyErr_SetNone(PyExc_TimeoutError);
-        return NULL;
-    }
-    if (status != BPS_OK) {
-        PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &bpstream_module);
-        return module == NULL ? NULL : set_error(get_module_state(module), status);
-    }
-    return PyLong_FromLongLong((long long)retry);
-}
-
-/* set_timeout(seconds): the ticket's timeout on the owner's clock, from its enqueue
- * (None: none). The core times it: a ManualClock moving past it notifies the ticket. */
-static PyObject *
-ticket_set_timeout(TicketObject *self, PyObject *timeout)
-{
-    int64_t timeout_ns;
-    if (self->ticket == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ticket already released");
-        return NULL;
-    }
-    if (timeout_to_ns(timeout, &timeout_ns) < 0) {
-        return NULL;
-    }
-    (void)bps_ticket_set_timeout(self->ticket, timeout_ns);
-    Py_RETURN_NONE;
-}
-
-/* take_pending() -> whether a notify came since the last call (and clear). */
-static PyObject *
-ticket_take_pending(TicketObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->ticket == NULL) {
-        Py_RETURN_FALSE;
-    }
-    return PyBool_FromLong(aio_notify_take_pending(self->context) != 0);
-}
-
-/* release(timed_out=False): leave the queue (an ungranted ticket takes nothing). */
-static PyObject *
-ticket_release(TicketObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int timed_out = nargs > 0 ? PyObject_IsTrue(args[0]) : 0;
-    if (timed_out < 0) {
-        return NULL;
-    }
-    if (self->ticket != NULL) {
-        bps_ticket *ticket = self->ticket;
-        self->ticket = NULL;
-        self->context = NULL;
-        (void)bps_ticket_release(ticket, timed_out);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef ticket_methods[] = {
-    {"poll", (PyCFunction)ticket_poll, METH_NOARGS, NULL},
-    {"take_pending", (PyCFunction)ticket_take_pending, METH_NOARGS, NULL},
-    {"set_timeout", (PyCFunction)ticket_set_timeout, METH_O, NULL},
-    {"release", (PyCFunction)(void (*)(void))ticket_release, METH_FASTCALL, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot ticket_slots[] = {
-    {Py_tp_doc, (void *)"An async waiter's place in a rate controller's or limiter's line."},
-    {Py_tp_dealloc, ticket_dealloc},
-    {Py_tp_methods, ticket_methods},
-    {0, NULL},
-};
-
-static PyType_Spec ticket_spec = {
-    .name = "bpstream._bpstream._Ticket",
-    .basicsize = sizeof(TicketObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = ticket_slots,
-};
+static PyType_Spec aimd_spec = RATE_SUBCLASS_SPEC("bpstream.AIMD", aimd_slots);
 
 /* ------------------------------------------------------------------------- */
 /* Registration                                                              */
 /* ------------------------------------------------------------------------- */
 
-// Creates a type from spec (base may be NULL) and, public, adds it to the module.
+// Creates a type from spec (base may be NULL) and adds it to the module.
 static PyTypeObject *
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base, int public)
+add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base)
 {
     PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, (PyObject *)base);
     if (type == NULL) {
         return NULL;
     }
-    if (public && PyModule_AddType(module, type) < 0) {
+    if (PyModule_AddType(module, type) < 0) {
         Py_DECREF(type);
         return NULL;
     }
@@ -1372,12 +865,10 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base, int public)
 int
 rate_init_types(PyObject *module, module_state *st)
 {
-    if ((st->manual_clock_type = add_type(module, &clock_spec, NULL, 1)) == NULL
-        || (st->rate_base_type = add_type(module, &rate_base_spec, NULL, 1)) == NULL
-        || (st->token_bucket_type = add_type(module, &token_bucket_spec, st->rate_base_type, 1)) == NULL
-        || (st->sliding_window_type = add_type(module, &sliding_window_spec, st->rate_base_type, 1)) == NULL
-        || (st->aimd_type = add_type(module, &aimd_spec, st->rate_base_type, 1)) == NULL
-        || (st->ticket_type = add_type(module, &ticket_spec, NULL, 0)) == NULL) {
+    if ((st->rate_base_type = add_type(module, &rate_base_spec, NULL)) == NULL
+        || (st->token_bucket_type = add_type(module, &token_bucket_spec, st->rate_base_type)) == NULL
+        || (st->sliding_window_type = add_type(module, &sliding_window_spec, st->rate_base_type)) == NULL
+        || (st->aimd_type = add_type(module, &aimd_spec, st->rate_base_type)) == NULL) {
         return -1;
     }
     return 0;
