@@ -376,9 +376,10 @@ typedef struct {
     atomic_uint pending;   /* events notified and not yet taken by the loop */
 } watch_ctx;
 
-/* bps_notify_fn: any thread, no GIL, never blocks, touches no Python object. */
-static void
-watch_notify(void *context, uint32_t events)
+/* bps_notify_fn for stream watches and rate/limiter tickets alike: any thread, no GIL,
+ * never blocks, touches no Python object. */
+void
+aio_notify(void *context, uint32_t events)
 {
     watch_ctx *ctx = (watch_ctx *)context;
     atomic_fetch_or(&ctx->pending, events);
@@ -388,9 +389,9 @@ watch_notify(void *context, uint32_t events)
     waker_core_signal(ctx->core);
 }
 
-/* bps_context_release_fn: once the watch is released and no notify runs. */
-static void
-watch_ctx_release(void *context)
+/* bps_context_release_fn: once the watch (or ticket) is released and no notify runs. */
+void
+aio_notify_context_release(void *context)
 {
     watch_ctx *ctx = (watch_ctx *)context;
     waker_core_release(ctx->core);
@@ -398,7 +399,7 @@ watch_ctx_release(void *context)
 }
 
 /* The same context for other core wait registrations (rate and limiter tickets, _rate.c):
- * notify = watch_notify, release_context = watch_ctx_release. */
+ * notify = aio_notify, release_context = aio_notify_context_release. */
 void *
 aio_notify_context_new(module_state *st, PyObject *waker)
 {
@@ -415,18 +416,6 @@ aio_notify_context_new(module_state *st, PyObject *waker)
     atomic_fetch_add(&ctx->core->refs, 1);
     atomic_init(&ctx->pending, 0);
     return ctx;
-}
-
-void
-aio_notify(void *context, uint32_t events)
-{
-    watch_notify(context, events);
-}
-
-void
-aio_notify_context_release(void *context)
-{
-    watch_ctx_release(context);
 }
 
 uint32_t
@@ -451,16 +440,16 @@ stream_watch(StreamObject *self, PyObject *waker)
     }
     WatchObject *watch = PyObject_New(WatchObject, self->state->watch_type);
     if (watch == NULL) {
-        watch_ctx_release(ctx);
+        aio_notify_context_release(ctx);
         return NULL;
     }
     watch->ctx = ctx;
-    bps_status status = bps_stream_watch(self->stream, watch_notify, watch_ctx_release, ctx,
+    bps_status status = bps_stream_watch(self->stream, aio_notify, aio_notify_context_release, ctx,
                                          &watch->watch);
     if (status != BPS_OK) {
         watch->watch = NULL;
         Py_DECREF(watch);
-        watch_ctx_release(ctx);
+        aio_notify_context_release(ctx);
         return set_error(self->state, status);
     }
     return (PyObject *)watch;
