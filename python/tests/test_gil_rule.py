@@ -143,3 +143,23 @@ for i in range(20_000):
     s.put(D())
 print("exiting")
 """)
+
+
+def test_interpreter_exit_while_a_native_reader_fires_flow_callbacks():
+    """A native reader's puts make flow transitions whose Python listener (doing Python
+    work) must take the GIL from the reader's thread, while a daemon consumer keeps the
+    state moving; the interpreter exits mid-stream. Every run must exit cleanly: after
+    exit begins, the reader must not run the callback (the atexit handshake)."""
+    for run in range(5):
+        run_child("""
+            s = bpstream.read_chunks("/dev/zero", size=8, capacity=10, policy="block")
+            seen = []
+            s.on_flow_change(lambda old, new, fill: seen.append((D(), str(new))))
+            def consume():
+                for _ in s:
+                    pass
+            threading.Thread(target=consume, daemon=True).start()
+            while len(seen) < 200:
+                time.sleep(0.001)
+            print("exiting")
+        """)
