@@ -7,25 +7,6 @@ import XCTest
 @testable import BPStreamCore
 
 final class ForkTests: XCTestCase {
-    /// Forks; the child runs `body` and exits with its result (0 ok). Returns the child's
-    /// exit status, or nil if it did not exit within `seconds` (then it is killed).
-    private func runInChild(timeout seconds: Double = 10, _ body: () -> Int32) -> Int32? {
-        let pid = fork()
-        precondition(pid >= 0, "fork failed")
-        if pid == 0 { _exit(body()) }
-        let deadline = monotonicSeconds() + seconds
-        var status: Int32 = 0
-        while monotonicSeconds() < deadline {
-            if waitpid(pid, &status, WNOHANG) == pid {
-                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-            }
-            usleep(1000)
-        }
-        kill(pid, SIGKILL)
-        _ = waitpid(pid, &status, 0)
-        return nil
-    }
-
     /// A thread puts and gets without pause while the test forks 40 times: most forks land
     /// while it is inside the stream's lock. Every child uses the stream at once.
     func testChildUsesAStreamWhoseLockAnotherThreadHeldAtTheFork() throws {
@@ -39,7 +20,7 @@ final class ForkTests: XCTestCase {
         }
         defer { stop.withLock { $0 = true }; XCTAssertTrue(hammer.join()) }
         for round in 0..<40 {
-            let status = runInChild {
+            let status = runInForkedChild {
                 let before = stream.stats()
                 guard before.identityHolds else { return 2 }
                 do {
@@ -64,7 +45,7 @@ final class ForkTests: XCTestCase {
         let stream = try BoundedStream<Int>(capacity: 4, policy: .block)
         let getter = TestThread("getter") { _ = try? stream.get(timeout: .seconds(30)) }
         XCTAssertTrue(eventually { stream.stats().consumerWaits == 1 })
-        let status = runInChild {
+        let status = runInForkedChild {
             do {
                 try stream.put(7)
                 guard try stream.get(timeout: .seconds(1)) == 7 else { return 2 }

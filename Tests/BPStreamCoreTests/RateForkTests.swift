@@ -5,23 +5,6 @@ import XCTest
 @testable import BPStreamCore
 
 final class RateForkTests: XCTestCase {
-    private func runInChild(timeout seconds: Double = 10, _ body: () -> Int32) -> Int32? {
-        let pid = fork()
-        precondition(pid >= 0, "fork failed")
-        if pid == 0 { _exit(body()) }
-        let deadline = monotonicSeconds() + seconds
-        var status: Int32 = 0
-        while monotonicSeconds() < deadline {
-            if waitpid(pid, &status, WNOHANG) == pid {
-                return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-            }
-            usleep(1000)
-        }
-        kill(pid, SIGKILL)
-        _ = waitpid(pid, &status, 0)
-        return nil
-    }
-
     func testChildUsesALimiterWhoseLockAnotherThreadHeldAtTheFork() throws {
         let clock = ManualClock()
         let limiter = try Limiter(maxConcurrent: 1, rate: 1e6, burst: 1000, clock: clock)
@@ -35,7 +18,7 @@ final class RateForkTests: XCTestCase {
             }
         }
         for round in 0..<20 {
-            let status = runInChild {
+            let status = runInForkedChild {
                 guard limiter.stats().waiting == 0 else { return 2 }  // the parked thread stayed behind
                 guard limiter.releaseSlot(), limiter.tryAcquire() else { return 3 }
                 guard limiter.acquire(timeoutNanoseconds: 0) == .timedOut else { return 4 }

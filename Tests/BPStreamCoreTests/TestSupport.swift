@@ -50,6 +50,26 @@ final class TestThread: @unchecked Sendable {
 }
 
 /// Seconds on the monotonic clock.
+/// Forks; the child runs `body` and exits with its result (0 ok). Returns the child's exit
+/// status, or nil if it did not exit within `seconds` (then it is killed): a hang in the
+/// child fails the test instead of hanging the run.
+func runInForkedChild(timeout seconds: Double = 10, _ body: () -> Int32) -> Int32? {
+    let pid = fork()
+    precondition(pid >= 0, "fork failed")
+    if pid == 0 { _exit(body()) }
+    let deadline = monotonicSeconds() + seconds
+    var status: Int32 = 0
+    while monotonicSeconds() < deadline {
+        if waitpid(pid, &status, WNOHANG) == pid {
+            return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        }
+        usleep(1000)
+    }
+    kill(pid, SIGKILL)
+    _ = waitpid(pid, &status, 0)
+    return nil
+}
+
 func monotonicSeconds() -> Double {
     Double(DispatchTime.now().uptimeNanoseconds) / 1e9
 }
