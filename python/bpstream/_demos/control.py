@@ -42,7 +42,6 @@ class Outcome:
     stats: bpstream.Stats | None = None
     samples: list[Sample] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    transitions: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -58,10 +57,6 @@ class Outcome:
             return 0.0
         data = sorted(self.latencies)
         return data[min(len(data) - 1, int(q * len(data)))]
-
-
-def _state_name(state: object) -> str:
-    return getattr(state, "name", str(state))
 
 
 def _live(title: str, capacity: int):
@@ -152,7 +147,7 @@ def run(
                     produced_per_s=s.produced_per_second,
                     consumed_per_s=s.consumed_per_second,
                     rate_limit=s.rate_limit,
-                    flow_state=_state_name(s.flow_state),
+                    flow_state=str(s.flow_state),
                     dropped=s.dropped,
                 )
                 out.samples.append(sample)
@@ -303,16 +298,16 @@ def flow_states() -> bool:
     stream = BoundedStream(100, policy="block", flow=flow)
     seen: list[tuple[str, str, float]] = []
     handle = stream.on_flow_change(lambda old, new, fill: seen.append(
-        (_state_name(old), _state_name(new), fill)))
+        (str(old), str(new), fill)))
     print("   the throttle curve (a put's delay at each depth):")
     for depth in range(100):
         if depth in (69, 70, 80, 90, 91, 99):
             s = stream.stats()
-            print(f"     depth {s.depth:>3}: {_state_name(s.flow_state):<9} "
+            print(f"     depth {s.depth:>3}: {str(s.flow_state):<9} "
                   f"delay {s.throttle_delay * 1000:6.2f} ms")
         stream.put_nowait(depth)  # put_nowait is never delayed: fill to the mark at once
     s = stream.stats()
-    print(f"     depth {s.depth:>3}: {_state_name(s.flow_state)}")
+    print(f"     depth {s.depth:>3}: {str(s.flow_state)}")
     # Pause and resume: a waiting put is held while PAUSED, released below the pause mark.
     stream.get_nowait()  # 99: PAUSED (above 0.90, not full)
     start = time.monotonic()
@@ -326,7 +321,7 @@ def flow_states() -> bool:
     th = threading.Thread(target=held_put)
     th.start()
     time.sleep(0.3)
-    print(f"   a put at depth 99 is held ({_state_name(stream.flow_state)}) "
+    print(f"   a put at depth 99 is held ({str(stream.flow_state)}) "
           f"{time.monotonic() - start:.1f} s ...")
     for _ in range(10):
         stream.get_nowait()
