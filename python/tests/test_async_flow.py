@@ -453,6 +453,12 @@ def test_random_cancellations_on_a_gated_paced_stream_lose_and_duplicate_nothing
     got = []
 
     async def consumer():
+        # Start once the putters have brought the stream to its throttle mark (14 of 20), so
+        # the gate is in play whatever this host's speed (on a fast one the consumer could
+        # otherwise keep the stream below the mark for the whole run).
+        started = time.monotonic()
+        while len(s) < 14 and not s.closed and time.monotonic() - started < WITHIN:
+            await asyncio.sleep(0.001)
         while True:
             try:
                 got.append(await s.aget())
